@@ -1,0 +1,3 @@
+from unmute_trio.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""Browser ⇄ server events (contract 0.1): OpenAI-Realtime-style JSON with Unmute extensions.
+
+Every event has ``type`` and ``event_id``; a missing ``event_id`` gets a fresh
+``event_<21 alphanumerics>``. Client events are parsed with :func:`parse_client_event`, server
+events serialised with :func:`encode_server_event`. Names are the Realtime API *beta* names
+(``response.audio.delta``), which is what Unmute and its frontend use.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import string
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.instructions import Instructions
+
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+def random_event_id() -> str:
+    return "event_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(21))
+
+
+class _Event(BaseModel):
+    event_id: str = Field(default_factory=random_event_id)
+
+
+# ---------------------------------------------------------------- client → server
+
+
+class SessionConfig(BaseModel):
+    instructions: Instructions | None = None
+    voice: str | None = None
+    allow_recording: bool
+
+
+class SessionUpdate(_Event):
+    type: Literal["session.update"] = "session.update"
+    session: SessionConfig
+
+
+class InputAudioBufferAppend(_Event):
+    type: Literal["input_audio_buffer.append"] = "input_audio_buffer.append"
+    audio: str  # base64 of one or more Ogg/Opus pages
+
+
+class UnmuteInputAudioBufferAppendAnonymized(_Event):
+    """Written to recordings in place of the user's audio; accepted from clients and ignored."""
+
+    type: Literal["unmute.input_audio_buffer.append_anonymized"] = (
+        "unmute.input_audio_buffer.append_anonymized"
+    )
+    number_of_samples: int
+
+
+ClientEvent = Annotated[
+    SessionUpdate | InputAudioBufferAppend | UnmuteInputAudioBufferAppendAnonymized,
+    Field(discriminator="type"),
+]
+
+# ---------------------------------------------------------------- server → client
+
+ErrorType = Literal["warning", "fatal", "invalid_request_error"]
+
+
+class ErrorDetails(BaseModel):
+    type: str
+    code: str | None = None
+    message: str
+    param: str | None = None
+    details: Any = None  # ours, not part of the OpenAI API
+
+
+class Error(_Event):
+    type: Literal["error"] = "error"
+    error: ErrorDetails
+
+
+class SessionUpdated(_Event):
+    type: Literal["session.updated"] = "session.updated"
+    session: SessionConfig
+
+
+class Response(BaseModel):
+    object: Literal["realtime.response"] = "realtime.response"
+    status: Literal["in_progress", "completed", "cancelled", "failed", "incomplete"]
+    voice: str
+    chat_history: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ResponseCreated(_Event):
+    type: Literal["response.created"] = "response.created"
+    response: Response
+
+
+class UnmuteResponseTextDeltaReady(_Event):
+    type: Literal["unmute.response.text.delta.ready"] = "unmute.response.text.delta.ready"
+    delta: str
+
+
+class ResponseTextDelta(_Event):
+    type: Literal["response.text.delta"] = "response.text.delta"
+    delta: str
+
+
+class ResponseTextDone(_Event):
+    type: Literal["response.text.done"] = "response.text.done"
+    text: str
+
+
+class ResponseAudioDelta(_Event):
+    type: Literal["response.audio.delta"] = "response.audio.delta"
+    delta: str  # base64 of Ogg/Opus bytes
+
+
+class ResponseAudioDone(_Event):
+    type: Literal["response.audio.done"] = "response.audio.done"
+
+
+class ConversationItemInputAudioTranscriptionDelta(_Event):
+    type: Literal["conversation.item.input_audio_transcription.delta"] = (
+        "conversation.item.input_audio_transcription.delta"
+    )
+    delta: str
+    start_time: float  # Unmute extension
+
+
+class InputAudioBufferSpeechStarted(_Event):
+    type: Literal["input_audio_buffer.speech_started"] = "input_audio_buffer.speech_started"
+
+
+class InputAudioBufferSpeechStopped(_Event):
+    type: Literal["input_audio_buffer.speech_stopped"] = "input_audio_buffer.speech_stopped"
+
+
+class UnmuteInterruptedByVAD(_Event):
+    type: Literal["unmute.interrupted_by_vad"] = "unmute.interrupted_by_vad"
+
+
+class UnmuteAdditionalOutputs(_Event):
+    type: Literal["unmute.additional_outputs"] = "unmute.additional_outputs"
+    args: Any
+
+
+class UnmuteResponseAudioDeltaReady(_Event):
+    type: Literal["unmute.response.audio.delta.ready"] = "unmute.response.audio.delta.ready"
+    number_of_samples: int
+
+
+ServerEvent = Annotated[
+    Error
+    | SessionUpdated
+    | ResponseCreated
+    | UnmuteResponseTextDeltaReady
+    | ResponseTextDelta
+    | ResponseTextDone
+    | ResponseAudioDelta
+    | ResponseAudioDone
+    | ConversationItemInputAudioTranscriptionDelta
+    | InputAudioBufferSpeechStarted
+    | InputAudioBufferSpeechStopped
+    | UnmuteInterruptedByVAD
+    | UnmuteAdditionalOutputs
+    | UnmuteResponseAudioDeltaReady,
+    Field(discriminator="type"),
+]
+
+_CLIENT_ADAPTER: TypeAdapter[ClientEvent] = TypeAdapter(ClientEvent)
+_SERVER_ADAPTER: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
+
+
+# ---------------------------------------------------------------- codecs
+
+
+def parse_client_event(text: str | bytes) -> ClientEvent:
+    """Parse one WebSocket text frame from a client.
+
+    Raises :class:`WireFormatError` for invalid JSON or an invalid event; its ``details`` say
+    what was wrong (pydantic's error list, without echoing the input back).
+    """
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WireFormatError(f"Invalid JSON: {e}", {"position": getattr(e, "pos", None)}) from e
+    if not isinstance(data, dict):
+        raise WireFormatError("An event must be a JSON object", {"got": type(data).__name__})
+    try:
+        return _CLIENT_ADAPTER.validate_python(data)
+    except ValidationError as e:
+        raise WireFormatError.from_validation("client event", e) from e
+
+
+def parse_server_event(text: str | bytes) -> ServerEvent:
+    """Parse a server event (used by test clients, the load generator and recordings)."""
+    try:
+        return _SERVER_ADAPTER.validate_json(text)
+    except ValidationError as e:
+        raise WireFormatError.from_validation("server event", e) from e
+
+
+def encode_event(event: BaseModel) -> str:
+    """Serialise an event to the JSON text sent on the WebSocket (nulls kept, as the original)."""
+    return event.model_dump_json()
+
+
+def make_error(
+    error_type: ErrorType, message: str, details: Any = None, code: str | None = None
+) -> Error:
+    return Error(error=ErrorDetails(type=error_type, message=message, details=details, code=code))

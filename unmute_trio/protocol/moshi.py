@@ -1,0 +1,229 @@
+"""moshi-server 0.6.4 messages (contract section 2): STT ``/api/asr-streaming`` and TTS
+``/api/tts_streaming``, msgpack in both directions.
+
+moshi-server serialises with ``rmp_serde`` struct-as-map and an internal ``type`` tag, so every
+message is a msgpack map with string keys, ``type`` first, then the fields in declaration order.
+Float arrays (``pcm``, ``prs``, ``embeddings``) are float32; times are float64. The encoder
+reproduces exactly that layout, so the simulators send what a real moshi-server sends.
+
+Audio arrays are held as 1-D ``numpy.float32`` arrays. They are packed straight from numpy
+(each element as msgpack ``float 32``, tag ``0xca``), which costs a few microseconds per 1920
+samples instead of ~70 µs through ``tolist()`` — this runs for every 80 ms frame of every session.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgpack
+import numpy as np
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+)
+
+from unmute_trio.protocol.errors import WireFormatError
+
+SAMPLE_RATE = 24_000
+SAMPLES_PER_FRAME = 1920  # one model step: 80 ms at 24 kHz
+FRAME_TIME_S = SAMPLES_PER_FRAME / SAMPLE_RATE  # 0.08
+STT_DELAY_S = 0.5  # stt-1b-en_fr: text lags audio by ~0.5 s
+
+
+def _to_f32_array(value: Any) -> np.ndarray:
+    if isinstance(value, np.ndarray) and value.dtype == np.float32 and value.ndim == 1:
+        return value
+    if isinstance(value, (str, bytes, dict)):
+        raise ValueError("expected an array of numbers")
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"expected an array of numbers: {e}") from None
+    if arr.ndim != 1:
+        raise ValueError(f"expected a 1-D array of numbers, got {arr.ndim}-D")
+    return arr
+
+
+F32Array = Annotated[
+    np.ndarray,
+    BeforeValidator(_to_f32_array),
+    PlainSerializer(lambda a: a.tolist(), return_type=list),
+]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="ignore")
+
+
+# ------------------------------------------------------------------ shared
+
+
+class Ready(_Msg):
+    type: Literal["Ready"] = "Ready"
+
+
+class Error(_Msg):
+    type: Literal["Error"] = "Error"
+    message: str
+
+
+class Audio(_Msg):
+    """24 kHz mono PCM in [-1, 1]. STT input (any length) and TTS output (1920 samples)."""
+
+    type: Literal["Audio"] = "Audio"
+    pcm: F32Array
+
+
+class Marker(_Msg):
+    """STT: echoed once all audio sent before it has been processed."""
+
+    type: Literal["Marker"] = "Marker"
+    id: int
+
+
+# ------------------------------------------------------------------ STT
+
+
+class OggOpus(_Msg):
+    type: Literal["OggOpus"] = "OggOpus"
+    data: bytes
+
+
+class Word(_Msg):
+    type: Literal["Word"] = "Word"
+    text: str
+    start_time: float
+
+
+class EndWord(_Msg):
+    type: Literal["EndWord"] = "EndWord"
+    stop_time: float
+
+
+class Step(_Msg):
+    type: Literal["Step"] = "Step"
+    step_idx: int
+    prs: list[float]
+    buffered_pcm: int
+
+
+SttClientMessage = Annotated[Audio | Marker | OggOpus, Field(discriminator="type")]
+SttServerMessage = Annotated[
+    Ready | Error | Word | EndWord | Step | Marker, Field(discriminator="type")
+]
+
+# ------------------------------------------------------------------ TTS
+
+
+class TextIn(_Msg):
+    """Client → TTS: text to speak (one or more words)."""
+
+    type: Literal["Text"] = "Text"
+    text: str
+
+
+class Voice(_Msg):
+    """Client → TTS (and voice-cloning reply): voice conditioning, sent before any text."""
+
+    type: Literal["Voice"] = "Voice"
+    embeddings: F32Array
+    shape: list[int]
+
+
+class Eos(_Msg):
+    type: Literal["Eos"] = "Eos"
+
+
+class TextOut(_Msg):
+    """TTS → client: a word and when it is spoken on the generated-audio timeline."""
+
+    type: Literal["Text"] = "Text"
+    text: str
+    start_s: float
+    stop_s: float
+
+
+TtsClientMessage = Annotated[TextIn | Voice | Eos, Field(discriminator="type")]
+TtsServerMessage = Annotated[Ready | Error | Audio | TextOut, Field(discriminator="type")]
+
+_ADAPTERS: dict[str, TypeAdapter[Any]] = {
+    "STT client message": TypeAdapter(SttClientMessage),
+    "STT server message": TypeAdapter(SttServerMessage),
+    "TTS client message": TypeAdapter(TtsClientMessage),
+    "TTS server message": TypeAdapter(TtsServerMessage),
+}
+
+
+# ------------------------------------------------------------------ codec
+
+# Fields packed as float32 arrays; every other float is float64, as rmp_serde writes them.
+_F32_ARRAY_FIELDS = frozenset({"pcm", "embeddings", "prs"})
+_F32_ITEM = np.dtype([("tag", "u1"), ("value", ">f4")])
+
+
+def _pack_f32_array(arr: np.ndarray) -> bytes:
+    n = len(arr)
+    if n < 16:
+        header = bytes([0x90 | n])
+    elif n < 0x10000:
+        header = b"\xdc" + n.to_bytes(2, "big")
+    else:
+        header = b"\xdd" + n.to_bytes(4, "big")
+    items = np.empty(n, dtype=_F32_ITEM)
+    items["tag"] = 0xCA
+    items["value"] = arr
+    return header + items.tobytes()
+
+
+def encode(msg: _Msg) -> bytes:
+    """Pack a message as moshi-server does: a map, ``type`` first, float32 arrays."""
+    fields = type(msg).model_fields
+    parts = [_map_header(len(fields)), msgpack.packb("type"), msgpack.packb(msg.type)]  # type: ignore[attr-defined]
+    for name in fields:
+        if name == "type":
+            continue
+        value = getattr(msg, name)
+        parts.append(msgpack.packb(name))
+        if name in _F32_ARRAY_FIELDS:
+            parts.append(_pack_f32_array(np.asarray(value, dtype=np.float32)))
+        else:
+            parts.append(msgpack.packb(value, use_bin_type=True))
+    return b"".join(parts)
+
+
+def _map_header(n: int) -> bytes:
+    return bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
+
+
+def _decode(data: bytes, what: str) -> Any:
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException) as e:
+        raise WireFormatError(f"Invalid {what}: not msgpack ({e})") from e
+    if not isinstance(obj, dict):
+        raise WireFormatError(f"Invalid {what}: expected a map, got {type(obj).__name__}")
+    try:
+        return _ADAPTERS[what].validate_python(obj)
+    except ValidationError as e:
+        raise WireFormatError.from_validation(what, e) from e
+
+
+def decode_stt_client(data: bytes) -> Audio | Marker | OggOpus:
+    return _decode(data, "STT client message")
+
+
+def decode_stt_server(data: bytes) -> Ready | Error | Word | EndWord | Step | Marker:
+    return _decode(data, "STT server message")
+
+
+def decode_tts_client(data: bytes) -> TextIn | Voice | Eos:
+    return _decode(data, "TTS client message")
+
+
+def decode_tts_server(data: bytes) -> Ready | Error | Audio | TextOut:
+    return _decode(data, "TTS server message")

@@ -1,0 +1,186 @@
+"""Configuration read from environment variables.
+
+The variable names and defaults of the original Unmute (``KYUTAI_*``) are kept so existing
+deployments work unchanged; our own additions use the ``UNMUTE_`` prefix. Every variable is
+documented in ``docs/configuration.md``. An invalid value raises :class:`SettingsError` naming the
+variable, so the server fails at start instead of at the first session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# The repository root holds voices.yaml; an editable install (``make run``) finds it here.
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value the server cannot use."""
+
+    def __init__(self, variable: str, reason: str) -> None:
+        super().__init__(f"{variable}: {reason}")
+        self.variable = variable
+        self.reason = reason
+
+
+def http_to_ws(url: str) -> str:
+    """``http://`` → ``ws://`` and ``https://`` → ``wss://``; other URLs unchanged."""
+    if url.startswith("http://"):
+        return "ws://" + url[len("http://") :]
+    if url.startswith("https://"):
+        return "wss://" + url[len("https://") :]
+    return url
+
+
+def ws_to_http(url: str) -> str:
+    """The inverse of :func:`http_to_ws`, for probing a WebSocket service over HTTP."""
+    if url.startswith("ws://"):
+        return "http://" + url[len("ws://") :]
+    if url.startswith("wss://"):
+        return "https://" + url[len("wss://") :]
+    return url
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    stt_url: str = "ws://localhost:8090"
+    tts_url: str = "ws://localhost:8089"
+    llm_url: str = "http://localhost:8091"
+    llm_model: str | None = None
+    llm_api_key: str | None = None
+    voice_cloning_url: str = "http://localhost:8092"
+    recordings_dir: Path | None = None
+    newsapi_api_key: str | None = None
+    kyutai_api_key: str = "public_token"
+    max_sessions: int = 64
+    cors_origins: tuple[str, ...] = ("http://localhost", "http://localhost:3000")
+    max_upload_bytes: int = 4 * 1024 * 1024
+    voices_file: Path = _REPO_ROOT / "voices.yaml"
+    health_timeout_s: float = 1.0
+    service_connect_timeout_s: float = 0.5
+    llm_connect_timeout_s: float = 5.0
+    llm_read_timeout_s: float = 30.0
+    voice_cloning_timeout_s: float = 15.0
+    custom_voice_ttl_s: float = 3600.0
+    max_custom_voices: int = 256
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        d = cls()
+        return cls(
+            stt_url=_service_url(env, "KYUTAI_STT_URL", d.stt_url, websocket=True),
+            tts_url=_service_url(env, "KYUTAI_TTS_URL", d.tts_url, websocket=True),
+            llm_url=_service_url(env, "KYUTAI_LLM_URL", d.llm_url, websocket=False),
+            llm_model=_optional(env, "KYUTAI_LLM_MODEL"),
+            llm_api_key=_optional(env, "KYUTAI_LLM_API_KEY"),
+            voice_cloning_url=_service_url(
+                env, "KYUTAI_VOICE_CLONING_URL", d.voice_cloning_url, websocket=False
+            ),
+            recordings_dir=_optional_path(env, "KYUTAI_RECORDINGS_DIR"),
+            newsapi_api_key=_optional(env, "NEWSAPI_API_KEY"),
+            kyutai_api_key=_optional(env, "UNMUTE_KYUTAI_API_KEY") or d.kyutai_api_key,
+            max_sessions=_int(env, "UNMUTE_MAX_SESSIONS", d.max_sessions, minimum=1),
+            cors_origins=_origins(env, "UNMUTE_CORS_ORIGINS", d.cors_origins),
+            max_upload_bytes=_int(env, "UNMUTE_MAX_UPLOAD_BYTES", d.max_upload_bytes, minimum=1),
+            voices_file=_optional_path(env, "UNMUTE_VOICES_FILE") or d.voices_file,
+            health_timeout_s=_float(env, "UNMUTE_HEALTH_TIMEOUT_S", d.health_timeout_s),
+            service_connect_timeout_s=_float(
+                env, "UNMUTE_SERVICE_CONNECT_TIMEOUT_S", d.service_connect_timeout_s
+            ),
+            llm_connect_timeout_s=_float(
+                env, "UNMUTE_LLM_CONNECT_TIMEOUT_S", d.llm_connect_timeout_s
+            ),
+            llm_read_timeout_s=_float(env, "UNMUTE_LLM_READ_TIMEOUT_S", d.llm_read_timeout_s),
+            voice_cloning_timeout_s=_float(
+                env, "UNMUTE_VOICE_CLONING_TIMEOUT_S", d.voice_cloning_timeout_s
+            ),
+            custom_voice_ttl_s=_float(env, "UNMUTE_CUSTOM_VOICE_TTL_S", d.custom_voice_ttl_s),
+            max_custom_voices=_int(env, "UNMUTE_MAX_CUSTOM_VOICES", d.max_custom_voices, minimum=1),
+            log_level=_log_level(env, "UNMUTE_LOG_LEVEL", d.log_level),
+        )
+
+
+def _optional(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def _optional_path(env: Mapping[str, str], name: str) -> Path | None:
+    value = _optional(env, name)
+    return Path(value) if value else None
+
+
+def _service_url(env: Mapping[str, str], name: str, default: str, *, websocket: bool) -> str:
+    raw = _optional(env, name) or default
+    url = http_to_ws(raw) if websocket else raw
+    allowed = ("ws", "wss") if websocket else ("http", "https")
+    parts = urlsplit(url)
+    if parts.scheme not in allowed:
+        expected = " or ".join(
+            f"{s}://" for s in (*allowed, *(("http", "https") if websocket else ()))
+        )
+        raise SettingsError(name, f"{raw!r} must start with {expected}")
+    if not parts.hostname:
+        raise SettingsError(name, f"{raw!r} has no host name")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as e:
+        raise SettingsError(name, f"{raw!r} has an invalid port: {e}") from None
+    if parts.query or parts.fragment:
+        raise SettingsError(name, f"{raw!r} must not have a query string or fragment")
+    return url.rstrip("/")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(name, f"{raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(name, f"{value} is below the minimum of {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _optional(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(name, f"{raw!r} is not a number of seconds") from None
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(name, f"{raw!r} must be a positive, finite number of seconds")
+    return value
+
+
+def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin == "*":
+            continue
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path:
+            raise SettingsError(
+                name, f"{origin!r} is not an origin like https://example.com or '*'"
+            )
+    return origins
+
+
+def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (_optional(env, name) or default).upper()
+    if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(name, f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return raw
