@@ -1,0 +1,499 @@
+"""The turn-taking machine, driven by scripted events (contract 0.3). Plain synchronous tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from unmute_trio.conversation import (
+    Action,
+    AudioReceived,
+    CancelTurn,
+    CloseSession,
+    ConversationMachine,
+    ConversationState,
+    Emit,
+    Event,
+    FlushStt,
+    LlmDone,
+    LlmWord,
+    ResetPausePrediction,
+    ServiceFailed,
+    ServiceRetrying,
+    SessionUpdated,
+    SetRecording,
+    StartTurn,
+    SttStep,
+    SttWord,
+    TtsWordSpoken,
+    TurnAudioFinished,
+)
+from unmute_trio.conversation.machine import (
+    GOODBYE_CLOSE_REASON,
+    INTERRUPTED_BY_VAD,
+    INTERRUPTED_BY_WORD,
+)
+from unmute_trio.errors import ServiceAtCapacity, ServiceDisconnected, ServiceTimeout
+
+PAGE = 960  # one 40 ms browser page at 24 kHz
+PROMPT = "PROMPT"
+SYS = {"role": "system", "content": PROMPT}
+State = ConversationState
+
+
+def norm(actions: list[Action]) -> list[Any]:
+    """Actions in a comparable form: server events without their random ``event_id``, and
+    status updates reduced to their chat history."""
+    out: list[Any] = []
+    for action in actions:
+        if not isinstance(action, Emit):
+            out.append(action)
+            continue
+        fields = action.event.model_dump(exclude={"event_id", "type"})
+        if action.event.type == "unmute.additional_outputs":  # type: ignore[attr-defined]
+            fields = {"chat_history": fields["args"]["chat_history"]}
+        out.append((action.event.type, fields))  # type: ignore[attr-defined]
+    return out
+
+
+def created(voice: str, chat_history: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
+    return (
+        "response.created",
+        {
+            "response": {
+                "object": "realtime.response",
+                "status": "in_progress",
+                "voice": voice,
+                "chat_history": chat_history,
+            }
+        },
+    )
+
+
+def msg(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
+def delta(text: str, start_time: float) -> tuple[str, dict[str, Any]]:
+    return (
+        "conversation.item.input_audio_transcription.delta",
+        {"delta": text, "start_time": start_time},
+    )
+
+
+SPEECH_STARTED = ("input_audio_buffer.speech_started", {})
+SPEECH_STOPPED = ("input_audio_buffer.speech_stopped", {})
+INTERRUPTED = ("unmute.interrupted_by_vad", {})
+AUDIO_DONE = ("response.audio.done", {})
+
+
+class Script:
+    """A machine plus helpers that feed it like the session layer would."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.m = ConversationMachine("DEFAULT", **kwargs)
+        self.stt_time = -0.5
+
+    def __call__(self, *events: Event) -> list[Any]:
+        actions: list[Action] = []
+        for event in events:
+            actions += self.m.handle(event)
+        return norm(actions)
+
+    def audio(self, pages: int = 1) -> list[Any]:
+        return self(*[AudioReceived(PAGE) for _ in range(pages)])
+
+    def audio_until(self, seconds: float) -> list[Any]:
+        out: list[Any] = []
+        while self.m.audio_time_s < seconds - 1e-9:
+            out += self.audio()
+        return out
+
+    def step(self, pause: float, steps: int = 1) -> list[Any]:
+        out: list[Any] = []
+        for _ in range(steps):
+            self.stt_time = round(self.stt_time + 0.08, 6)
+            out += self(SttStep(self.stt_time, pause))
+        return out
+
+    def setup(self, voice: str | None = "voice-a") -> None:
+        assert self(SessionUpdated(PROMPT, voice, False)) == [SetRecording(False)]
+
+    def greet(self, words: tuple[str, ...] = ("Hi", "there!")) -> None:
+        """Setup, then the greeting of turn 1 spoken to the end."""
+        self.setup()
+        assert self.audio()[-1] == StartTurn(1, [SYS, msg("user", "Hello!")], 0.7, "voice-a")
+        self.speak(1, words)
+        self(LlmDone(1), TurnAudioFinished(1))
+
+    def speak(self, turn_id: int, words: tuple[str, ...]) -> list[Any]:
+        llm = [LlmWord(turn_id, w if i == 0 else " " + w) for i, w in enumerate(words)]
+        return self(*llm, *[TtsWordSpoken(turn_id, w) for w in words])
+
+    def user_says(self, *words: str) -> None:
+        for i, word in enumerate(words):
+            self(SttWord(word, 1.0 + i))
+
+    def end_user_turn(self) -> list[Any]:
+        """High pause prediction, the audio frame that notices it, then STT steps until the
+        flush is over. Returns every action of that sequence."""
+        out = self.step(0.9) + self.audio()
+        out += self.step(0.9, steps=8)
+        return out
+
+
+# ------------------------------------------------------------------------ greeting
+
+
+def test_greeting_starts_on_first_audio_after_instructions() -> None:
+    s = Script()
+    assert s.audio() == []  # no instructions yet: no greeting
+    s.setup()
+    assert s.audio() == [
+        created("voice-a", []),
+        StartTurn(1, [SYS, msg("user", "Hello!")], 0.7, "voice-a"),
+    ]
+    assert s.m.state is State.BOT_SPEAKING
+    assert s.speak(1, ("Hi", "there!")) == [
+        ("unmute.response.text.delta.ready", {"delta": "Hi"}),
+        ("unmute.response.text.delta.ready", {"delta": " there!"}),
+        ("response.text.delta", {"delta": "Hi"}),
+        ("response.text.delta", {"delta": "there!"}),
+    ]
+    assert s(LlmDone(1)) == [("response.text.done", {"text": "Hi there!"})]
+    assert s(TurnAudioFinished(1)) == [
+        ("unmute.additional_outputs", {"chat_history": [msg("assistant", "Hi there!")]}),
+        AUDIO_DONE,
+    ]
+    assert s.m.state is State.WAITING_FOR_USER
+    assert s.audio() == []  # greeted once only
+
+
+def test_update_without_instructions_does_not_greet() -> None:
+    s = Script()
+    assert s(SessionUpdated(None, "v", True)) == [SetRecording(True)]
+    assert s.audio(5) == []
+    assert s.m.system_prompt == "DEFAULT"
+
+
+# ------------------------------------------------------------------------ full turns
+
+
+def test_two_full_turns_with_temperatures() -> None:
+    s = Script()
+    s.greet()
+    assert s(SttWord("", 0.0)) == [delta("", 0.0)]
+    assert s(SttWord("How", 1.0)) == [delta("How", 1.0), ResetPausePrediction(), SPEECH_STARTED]
+    assert s(SttWord("are", 1.2), SttWord("you?", 1.4)) == [delta("are", 1.2), delta("you?", 1.4)]
+    assert s.m.state is State.USER_SPEAKING
+    assert s.end_user_turn() == [
+        SPEECH_STOPPED,
+        FlushStt(8),
+        created("voice-a", [msg("assistant", "Hi there!"), msg("user", "How are you?")]),
+        StartTurn(
+            2,
+            [
+                SYS,
+                msg("user", "Hello."),
+                msg("assistant", "Hi there!"),
+                msg("user", "How are you?"),
+            ],
+            0.3,
+            "voice-a",
+        ),
+    ]
+    s.speak(2, ("Fine,", "thanks."))
+    assert s(LlmDone(2), TurnAudioFinished(2)) == [
+        ("response.text.done", {"text": "Fine, thanks."}),
+        (
+            "unmute.additional_outputs",
+            {
+                "chat_history": [
+                    msg("assistant", "Hi there!"),
+                    msg("user", "How are you?"),
+                    msg("assistant", "Fine, thanks."),
+                ]
+            },
+        ),
+        AUDIO_DONE,
+    ]
+    assert s.m.state is State.WAITING_FOR_USER
+
+
+def test_answer_starts_only_after_stt_clock_passes_flush_end() -> None:
+    s = Script()
+    s.greet()
+    s.user_says("Hello")
+    s.step(0.3, steps=10)  # stt_time 0.3: the user is still talking
+    assert s.audio() == []
+    assert s.step(0.9) == []  # stt_time 0.38; decisions wait for audio
+    assert s.audio() == [SPEECH_STOPPED, FlushStt(8)]  # flush ends at stt_time 0.88
+    assert s.m.state is State.FLUSHING_STT
+    assert s.audio(3) == []  # no second flush while one is pending
+    assert s.step(0.9, steps=6) == []  # stt_time 0.86
+    assert s(SttStep(0.88, 0.9)) == []  # not yet past the end
+    assert s(SttWord("again", 0.5)) == [delta("again", 0.5)]  # a late word joins the turn
+    actions = s(SttStep(0.96, 0.9))
+    assert actions[-1] == StartTurn(
+        2, [SYS, msg("user", "Hello."), msg("assistant", "Hi there!"), msg("user", "Hello again")],
+        0.3, "voice-a",
+    )  # fmt: skip
+
+
+def test_user_speaking_first_without_instructions_uses_default_prompt() -> None:
+    s = Script()
+    s.user_says("Hi")
+    actions = s.end_user_turn()
+    assert actions[-1] == StartTurn(
+        1, [{"role": "system", "content": "DEFAULT"}, msg("user", "Hi")], 0.7, None
+    )
+    assert actions[-2] == created("missing", [msg("user", "Hi")])
+
+
+def test_empty_stt_word_emits_a_delta_but_opens_no_user_turn() -> None:
+    s = Script()
+    s.greet()
+    assert s(SttWord("", 0.3), SttWord(" ", 0.4)) == [delta("", 0.3), delta(" ", 0.4)]
+    assert s.m.state is State.WAITING_FOR_USER
+    assert len(s.m.transcript) == 1
+    s.step(0.9)
+    assert s.audio() == []  # no user turn, so nothing to end
+
+
+# ------------------------------------------------------------------------ barge-in
+
+
+def test_barge_in_by_word_keeps_only_spoken_words() -> None:
+    s = Script()
+    s.greet()
+    s.user_says("Tell", "me", "a", "story")
+    s.end_user_turn()
+    s(LlmWord(2, "Once"), LlmWord(2, " upon"), LlmWord(2, " a"), LlmWord(2, " time"))
+    s(TtsWordSpoken(2, "Once"), TtsWordSpoken(2, "upon"))
+    assert s(SttWord("Stop", 9.0)) == [
+        delta("Stop", 9.0),
+        CancelTurn(2, INTERRUPTED_BY_WORD),
+        INTERRUPTED,
+        ResetPausePrediction(),
+        SPEECH_STARTED,
+    ]
+    assert s.m.state is State.USER_SPEAKING
+    # Everything the cancelled turn still reports is dropped.
+    assert s(LlmWord(2, " there"), LlmDone(2), TtsWordSpoken(2, "a"), TurnAudioFinished(2)) == []
+    assert s(ServiceRetrying(2, "tts"), ServiceFailed("llm", "other", turn_id=2)) == []
+    assert s.m.state is State.USER_SPEAKING
+    messages = s.end_user_turn()[-1].messages
+    assert messages[-2:] == [msg("assistant", "Once upon —"), msg("user", "Stop")]
+    # Turn 3 is live now; turn 2's stragglers still change nothing.
+    assert s.m.active_turn_id == 3
+    assert s(LlmWord(2, " late"), TtsWordSpoken(2, "late"), TurnAudioFinished(2)) == []
+    assert s(ServiceFailed("tts", "timeout", turn_id=2)) == []
+    assert s.m.state is State.BOT_SPEAKING
+    assert s(TtsWordSpoken(3, "Okay.")) == [("response.text.delta", {"delta": "Okay."})]
+    assert s.m.transcript.chat_history()[-1] == msg("assistant", "Okay.")
+
+
+def test_barge_in_by_vad_after_three_seconds() -> None:
+    s = Script()
+    s.greet()
+    s.audio_until(3.2)
+    s.user_says("Talk")
+    s.end_user_turn()
+    s.speak(2, ("Sure,", "so"))
+    assert s.step(0.2) == []
+    actions = s.audio()
+    assert actions == [CancelTurn(2, INTERRUPTED_BY_VAD), INTERRUPTED]
+    assert s.m.state is State.WAITING_FOR_USER
+    assert s(TtsWordSpoken(2, "anyway")) == []
+    assert s.m.transcript.chat_history()[-1] == msg("assistant", "Sure, so —")
+    assert s(SttWord("wait", 5.0))[-1] == SPEECH_STARTED  # a fresh user turn
+
+
+def test_no_vad_barge_in_during_first_three_seconds() -> None:
+    s = Script()
+    s.setup()
+    s.audio()  # the greeting starts
+    s.step(0.1)  # the STT thinks the user is talking (e.g. echo of the bot)
+    before = s.audio_until(3.0)
+    assert not [a for a in before if isinstance(a, CancelTurn)]
+    assert s.m.state is State.BOT_SPEAKING
+    assert s.audio()[0] == CancelTurn(1, INTERRUPTED_BY_VAD)
+
+
+def test_word_barge_in_works_during_first_three_seconds() -> None:
+    s = Script()
+    s.setup()
+    s.audio()
+    assert s(SttWord("Hey", 0.1))[1] == CancelTurn(1, INTERRUPTED_BY_WORD)
+
+
+# ------------------------------------------------------------------------ silence and goodbye
+
+
+def without_status(actions: list[Any]) -> list[Any]:
+    return [
+        a for a in actions if not (isinstance(a, tuple) and a[0] == "unmute.additional_outputs")
+    ]
+
+
+def test_long_silence_becomes_a_silence_message_and_is_answered() -> None:
+    s = Script()
+    s.greet()  # the turn ends after 1 page (0.04 s) of audio
+    s.step(0.9)  # silence: the pause prediction is high
+    assert without_status(s.audio_until(7.04)) == []  # exactly 7 s of silence is not "more"
+    assert s.m.state is State.WAITING_FOR_USER
+    assert s.audio() == [SPEECH_STOPPED, FlushStt(8)]  # the marker turn ends at once
+    actions = s.step(0.9, steps=8)
+    assert actions == [
+        created("voice-a", [msg("assistant", "Hi there!"), msg("user", "...")]),
+        StartTurn(
+            2,
+            [SYS, msg("user", "Hello."), msg("assistant", "Hi there!"), msg("user", "...")],
+            0.3,
+            "voice-a",
+        ),
+    ]
+
+
+def test_silence_is_counted_from_the_end_of_the_bot_turn() -> None:
+    s = Script()
+    s.setup()
+    s.audio()
+    s.step(0.9)
+    s.audio_until(20.0)  # the bot speaks for 20 s: that is not the user's silence
+    assert s.m.state is State.BOT_SPEAKING
+    s(LlmDone(1), TurnAudioFinished(1))
+    assert without_status(s.audio_until(27.0)) == []
+    assert s.audio() == [SPEECH_STOPPED, FlushStt(8)]
+
+
+def test_speech_after_silence_marker_starts_speech_and_drops_marker() -> None:
+    s = Script()
+    s.greet()
+    s.step(0.3)  # the user makes a noise that keeps the pause prediction low
+    s.audio_until(7.2)
+    assert s.m.state is State.USER_SPEAKING  # the silence marker opened a user turn
+    assert s(SttWord("sorry", 7.0)) == [delta("sorry", 7.0), ResetPausePrediction(), SPEECH_STARTED]
+    assert s.end_user_turn()[-1].messages[-1] == msg("user", "sorry")
+
+
+@pytest.mark.parametrize("last_word", ["bye!", "BYE!", "Bye! "])
+def test_goodbye_closes_the_session_after_a_second(last_word: str) -> None:
+    s = Script()
+    s.setup()
+    s.audio()
+    s.speak(1, ("Nice", "talking,", last_word))
+    assert s(TurnAudioFinished(1)) == [
+        (
+            "unmute.additional_outputs",
+            {"chat_history": [msg("assistant", f"Nice talking, {last_word}".strip())]},
+        ),
+        AUDIO_DONE,
+        CloseSession(1000, GOODBYE_CLOSE_REASON, 1.0),
+    ]
+    assert s.m.state is State.CLOSED
+    assert s.audio(50) == []
+    assert s(SttWord("hi", 1.0), LlmDone(1)) == []
+
+
+def test_goodbye_only_at_the_very_end_of_what_was_spoken() -> None:
+    s = Script()
+    s.greet(words=("Bye!", "Just", "kidding."))
+    assert s.m.state is State.WAITING_FOR_USER
+    s2 = Script()
+    s2.setup()
+    s2.audio()
+    s2(LlmWord(1, "Bye!"))  # written by the LLM but never spoken
+    s2.step(0.1)
+    s2.audio_until(3.5)  # interrupted by VAD before the TTS played it
+    assert s2.m.state is State.WAITING_FOR_USER
+
+
+# ------------------------------------------------------------------------ session updates
+
+
+def test_voice_and_prompt_change_apply_to_the_next_turn_only() -> None:
+    s = Script()
+    s.setup()
+    s.audio()
+    assert s(SessionUpdated("NEW PROMPT", "voice-b", False)) == []  # recording unchanged
+    s.speak(1, ("Hi",))
+    s(LlmDone(1), TurnAudioFinished(1))
+    s.user_says("yo")
+    actions = s.end_user_turn()
+    assert actions[-2][1]["response"]["voice"] == "voice-b"
+    start = actions[-1]
+    assert (start.voice, start.messages[0]["content"]) == ("voice-b", "NEW PROMPT")
+
+
+def test_recording_flag_changes_are_reported_once() -> None:
+    s = Script()
+    assert s(SessionUpdated(None, None, True)) == [SetRecording(True)]
+    assert s(SessionUpdated(None, None, True)) == []
+    assert s(SessionUpdated(None, None, False)) == [SetRecording(False)]
+
+
+# ------------------------------------------------------------------------ failures
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (
+            ServiceAtCapacity("tts"),
+            "Too many people are connected to service 'tts'. Please try again later.",
+        ),
+        (ServiceTimeout("llm"), "Service 'llm' timed out. Please try again later."),
+        (ServiceDisconnected("tts"), "Something went wrong on the server. Please try again later."),
+    ],
+)
+def test_turn_failure_is_fatal(error: Any, text: str) -> None:
+    s = Script()
+    s.setup()
+    s.audio()
+    assert s(ServiceFailed.from_error(error, turn_id=1)) == [
+        ("error", {"error": {"type": "fatal", "code": None, "message": text, "param": None,
+                             "details": None}}),
+        CloseSession(1011, text),
+    ]  # fmt: skip
+    assert s.m.state is State.CLOSED
+    assert s(LlmWord(1, "late"), SttWord("hi", 1.0), AudioReceived(PAGE)) == []
+
+
+def test_stt_failure_closes_the_session_at_any_time() -> None:
+    s = Script()
+    actions = s(ServiceFailed("stt", "capacity"))
+    assert actions[-1] == CloseSession(
+        1011, "Too many people are connected to service 'stt'. Please try again later."
+    )
+
+
+def test_retry_warning_is_emitted_for_the_live_turn() -> None:
+    s = Script()
+    s.setup()
+    s.audio()
+    [(kind, fields)] = s(ServiceRetrying(1, "tts"))
+    assert (kind, fields["error"]["type"]) == ("error", "warning")
+    assert "tts" in fields["error"]["message"]
+
+
+# ------------------------------------------------------------------------ status updates
+
+
+def test_status_updates_at_most_once_per_second_of_audio() -> None:
+    s = Script()
+    actions: list[Action] = []
+    for _ in range(100):  # 4 s of audio
+        actions += s.m.handle(AudioReceived(PAGE))
+    status = [a for a in actions if isinstance(a, Emit)]
+    assert len(status) == 3  # after 1.04 s, 2.08 s and 3.12 s
+    assert all(a.droppable for a in status)
+    debug = status[0].event.args["debug_dict"]  # type: ignore[attr-defined]
+    assert debug["conversation_state"] == "waiting_for_user"
+    assert status[0].event.args["debug_plot_data"] == []  # type: ignore[attr-defined]
+
+
+def test_negative_sample_count_is_a_bug() -> None:
+    with pytest.raises(ValueError):
+        ConversationMachine("p").handle(AudioReceived(-1))

@@ -1,0 +1,226 @@
+"""Wire models round-trip the exact JSON / msgpack shapes of the contract."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import numpy as np
+import pytest
+
+from unmute_trio.protocol import browser, moshi
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.instructions import INSTRUCTIONS_ADAPTER
+
+FRONTEND_SESSION_UPDATE = {
+    "type": "session.update",
+    "session": {
+        "instructions": {"type": "smalltalk", "language": None},
+        "voice": "unmute-prod-website/p329_022.wav",
+        "allow_recording": True,
+    },
+}
+
+
+def test_frontend_session_update_parses_and_gets_an_event_id() -> None:
+    event = browser.parse_client_event(json.dumps(FRONTEND_SESSION_UPDATE))
+    assert isinstance(event, browser.SessionUpdate)
+    assert event.event_id.startswith("event_") and len(event.event_id) == len("event_") + 21
+    dumped = json.loads(browser.encode_event(event))
+    assert {k: v for k, v in dumped.items() if k != "event_id"} == FRONTEND_SESSION_UPDATE
+
+
+def test_custom_constant_instructions_from_the_frontend() -> None:
+    raw = {
+        "type": "session.update",
+        "event_id": "event_abc",
+        "session": {
+            "instructions": {"type": "constant", "text": "Be a pirate.", "language": "en/fr"},
+            "voice": "custom:0b7e0c1c-2f8e-4d55-9a53-000000000000",
+            "allow_recording": False,
+        },
+    }
+    event = browser.parse_client_event(json.dumps(raw))
+    assert event.event_id == "event_abc"
+    assert json.loads(browser.encode_event(event)) == raw
+
+
+@pytest.mark.parametrize(
+    "instructions",
+    [
+        {"type": "constant", "text": "x", "language": None},
+        {"type": "smalltalk", "language": "fr"},
+        {"type": "guess_animal", "language": "en"},
+        {"type": "quiz_show", "language": None},
+        {"type": "news", "language": "fr/en"},
+        {"type": "unmute_explanation"},
+    ],
+)
+def test_all_six_instruction_kinds_round_trip(instructions: dict) -> None:
+    model = INSTRUCTIONS_ADAPTER.validate_python(instructions)
+    assert INSTRUCTIONS_ADAPTER.dump_python(model) == instructions
+
+
+def test_instructions_ignore_unknown_fields_and_reject_unknown_kinds() -> None:
+    m = INSTRUCTIONS_ADAPTER.validate_python({"type": "smalltalk", "mood": "cheerful"})
+    assert INSTRUCTIONS_ADAPTER.dump_python(m) == {"type": "smalltalk", "language": None}
+    with pytest.raises(Exception):  # noqa: B017 - pydantic's ValidationError
+        INSTRUCTIONS_ADAPTER.validate_python({"type": "karaoke"})
+
+
+def test_audio_append_and_anonymized_append() -> None:
+    a = browser.parse_client_event('{"type": "input_audio_buffer.append", "audio": "T2dnUw=="}')
+    assert isinstance(a, browser.InputAudioBufferAppend) and a.audio == "T2dnUw=="
+    n = browser.parse_client_event(
+        '{"type": "unmute.input_audio_buffer.append_anonymized", "number_of_samples": 960}'
+    )
+    assert isinstance(n, browser.UnmuteInputAudioBufferAppendAnonymized)
+
+
+def test_invalid_client_events_carry_details() -> None:
+    with pytest.raises(WireFormatError) as e:
+        browser.parse_client_event('{"type": "nope"}')
+    assert e.value.details[0]["type"] == "union_tag_invalid"
+    with pytest.raises(WireFormatError, match="Invalid JSON"):
+        browser.parse_client_event("{")
+    with pytest.raises(WireFormatError):
+        browser.parse_client_event(b"\xff\xfe")
+
+
+SERVER_EVENTS = [
+    {
+        "type": "error",
+        "error": {"type": "fatal", "code": None, "message": "m", "param": None, "details": None},
+    },
+    {"type": "session.updated", "session": FRONTEND_SESSION_UPDATE["session"]},
+    {
+        "type": "response.created",
+        "response": {
+            "object": "realtime.response",
+            "status": "in_progress",
+            "voice": "v",
+            "chat_history": [{"role": "user", "content": "hi"}],
+        },
+    },
+    {"type": "unmute.response.text.delta.ready", "delta": " word"},
+    {"type": "response.text.delta", "delta": "word"},
+    {"type": "response.text.done", "text": "all of it"},
+    {"type": "response.audio.delta", "delta": "T2dnUw=="},
+    {"type": "response.audio.done"},
+    {
+        "type": "conversation.item.input_audio_transcription.delta",
+        "delta": "hi",
+        "start_time": 1.25,
+    },
+    {"type": "input_audio_buffer.speech_started"},
+    {"type": "input_audio_buffer.speech_stopped"},
+    {"type": "unmute.interrupted_by_vad"},
+    {
+        "type": "unmute.additional_outputs",
+        "args": {"chat_history": [], "debug_dict": {}, "debug_plot_data": []},
+    },
+    {"type": "unmute.response.audio.delta.ready", "number_of_samples": 1920},
+]
+
+
+@pytest.mark.parametrize("raw", SERVER_EVENTS, ids=lambda r: r["type"])
+def test_server_events_round_trip(raw: dict) -> None:
+    raw = {**raw, "event_id": "event_" + "a" * 21}
+    event = browser.parse_server_event(json.dumps(raw))
+    assert json.loads(browser.encode_event(event)) == raw
+
+
+def test_make_error_shape() -> None:
+    e = json.loads(browser.encode_event(browser.make_error("warning", "slow", details={"a": 1})))
+    assert e["type"] == "error"
+    assert e["error"] == {
+        "type": "warning",
+        "code": None,
+        "message": "slow",
+        "param": None,
+        "details": {"a": 1},
+    }
+
+
+# ------------------------------------------------------------------ moshi msgpack
+
+
+def rmp(obj: dict, single_float: bool = False) -> bytes:
+    """What moshi-server's rmp_serde writes: a map in field order."""
+    return msgpack.packb(obj, use_single_float=single_float)
+
+
+@pytest.mark.parametrize(
+    ("msg", "expected"),
+    [
+        (moshi.Ready(), rmp({"type": "Ready"})),
+        (
+            moshi.Error(message="no free channels"),
+            rmp({"type": "Error", "message": "no free channels"}),
+        ),
+        (
+            moshi.Word(text="hi", start_time=1.5),
+            rmp({"type": "Word", "text": "hi", "start_time": 1.5}),
+        ),
+        (moshi.EndWord(stop_time=2.0), rmp({"type": "EndWord", "stop_time": 2.0})),
+        (moshi.Marker(id=7), rmp({"type": "Marker", "id": 7})),
+        (moshi.TextIn(text="Hello"), rmp({"type": "Text", "text": "Hello"})),
+        (moshi.Eos(), rmp({"type": "Eos"})),
+        (
+            moshi.TextOut(text="a", start_s=0.08, stop_s=0.4),
+            rmp({"type": "Text", "text": "a", "start_s": 0.08, "stop_s": 0.4}),
+        ),
+        (
+            moshi.Step(step_idx=3, prs=[0.5, 0.25, 0.125, 1.0], buffered_pcm=960),
+            b"".join(
+                [
+                    b"\x84",
+                    msgpack.packb("type"),
+                    msgpack.packb("Step"),
+                    msgpack.packb("step_idx"),
+                    msgpack.packb(3),
+                    msgpack.packb("prs"),
+                    msgpack.packb([0.5, 0.25, 0.125, 1.0], use_single_float=True),
+                    msgpack.packb("buffered_pcm"),
+                    msgpack.packb(960),
+                ]
+            ),
+        ),
+    ],
+)
+def test_moshi_messages_encode_byte_exact(msg, expected: bytes) -> None:
+    assert moshi.encode(msg) == expected
+
+
+def test_audio_and_voice_pack_float32_arrays() -> None:
+    pcm = np.linspace(-1, 1, 1920, dtype=np.float32)
+    assert moshi.encode(moshi.Audio(pcm=pcm)) == rmp(
+        {"type": "Audio", "pcm": pcm.tolist()}, single_float=True
+    )
+    emb = np.arange(10, dtype=np.float32)
+    voice = moshi.encode(moshi.Voice(embeddings=emb, shape=[1, 2, 5]))
+    assert voice == rmp({"type": "Voice", "embeddings": emb.tolist(), "shape": [1, 2, 5]}, True)
+    decoded = moshi.decode_tts_client(voice)
+    assert isinstance(decoded, moshi.Voice) and decoded.shape == [1, 2, 5]
+    np.testing.assert_array_equal(decoded.embeddings, emb)
+
+
+def test_small_and_empty_arrays() -> None:
+    for n in (0, 1, 15, 16, 65535, 65536):
+        pcm = np.ones(n, dtype=np.float32)
+        packed = moshi.encode(moshi.Audio(pcm=pcm))
+        assert packed == rmp({"type": "Audio", "pcm": pcm.tolist()}, single_float=True)
+        assert len(moshi.decode_stt_client(packed).pcm) == n
+
+
+def test_decoders_reject_garbage_with_typed_errors() -> None:
+    with pytest.raises(WireFormatError, match="not msgpack"):
+        moshi.decode_stt_server(b"\xc1")
+    with pytest.raises(WireFormatError, match="expected a map"):
+        moshi.decode_stt_server(msgpack.packb([1, 2]))
+    with pytest.raises(WireFormatError, match="validation"):
+        moshi.decode_tts_server(msgpack.packb({"type": "Audio", "pcm": "loud"}))
+    with pytest.raises(WireFormatError, match="validation"):
+        moshi.decode_stt_server(msgpack.packb({"type": "Word", "text": "x"}))
+    with pytest.raises(WireFormatError):
+        moshi.decode_stt_server(b"\x00")  # the legacy end-of-stream byte is not a message

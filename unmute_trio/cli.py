@@ -1,0 +1,143 @@
+"""Command line: ``unmute-trio <command>`` (also ``python -m unmute_trio``).
+
+Commands are registered in :data:`COMMANDS`; each adds its arguments to a subparser and returns a
+process exit code. ``serve`` runs the server; ``sim`` runs the protocol-exact service simulators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from unmute_trio import __version__
+from unmute_trio.settings import Settings, SettingsError
+from unmute_trio.voices import VoiceFileError
+
+log = logging.getLogger("unmute_trio")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ------------------------------------------------------------------ serve
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default 0.0.0.0, or the config's bind)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument(
+        "--config", type=Path, help="hypercorn TOML file (see hypercorn.toml in the repository)"
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        print(f"unmute-trio: configuration error: {e}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    from hypercorn.config import Config
+
+    from unmute_trio.web.app import create_app
+    from unmute_trio.web.realtime import MAX_CLIENT_FRAME_BYTES
+
+    try:
+        app = create_app(settings)
+    except VoiceFileError as e:
+        print(f"unmute-trio: voice list error: {e}", file=sys.stderr)
+        return 2
+    if args.config is not None:
+        try:
+            config = Config.from_toml(args.config)
+        except (OSError, ValueError) as e:
+            print(f"unmute-trio: cannot read {args.config}: {e}", file=sys.stderr)
+            return 2
+    else:
+        config = Config()
+        config.bind = ["0.0.0.0:8000"]
+        config.accesslog = "-"
+        config.errorlog = "-"
+        config.graceful_timeout = 10
+        config.websocket_max_message_size = MAX_CLIENT_FRAME_BYTES
+    if args.host is not None or args.port is not None or args.config is None:
+        host = args.host or "0.0.0.0"
+        port = 8000 if args.port is None else args.port
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    trio.run(_serve, app, config)
+    return 0
+
+
+async def _serve(app: object, config: object) -> None:
+    from hypercorn.trio import serve
+
+    async def shutdown_trigger() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("received %s: shutting down", signal.Signals(signum).name)
+                return
+
+    await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ sim
+
+
+def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
+    from unmute_trio.testing.sims import add_sim_arguments as add
+
+    add(parser)
+
+
+def run_sim(args: argparse.Namespace) -> int:
+    from unmute_trio.testing.sims import run_sim_command
+
+    return run_sim_command(args)
+
+
+# ------------------------------------------------------------------ dispatch
+
+Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
+
+COMMANDS: list[Command] = [
+    ("serve", add_serve_arguments, run_serve),
+    ("sim", add_sim_arguments, run_sim),
+]
+
+_HELP = {
+    "serve": "run the voice server (HTTP + WebSocket /v1/realtime) under hypercorn",
+    "sim": "run simulated STT, TTS, LLM and voice-cloning services on the default ports",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unmute-trio",
+        description="Real-time voice conversations with an LLM (Unmute-compatible, on trio).",
+    )
+    parser.add_argument("--version", action="version", version=f"unmute-trio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, add_arguments, run in COMMANDS:
+        p = sub.add_parser(name, help=_HELP[name], description=_HELP[name])
+        add_arguments(p)
+        p.set_defaults(run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130

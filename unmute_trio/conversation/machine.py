@@ -1,0 +1,401 @@
+"""The turn-taking state machine: ``handle(event) -> list[Action]``, nothing else.
+
+States (``ConversationState``):
+
+- ``WAITING_FOR_USER``: nobody speaks. The first audio after instructions arrive starts the
+  greeting; 7 s of received audio without a word turn into a silence-marker user turn.
+- ``USER_SPEAKING``: a user turn is open. When the pause prediction rises above 0.6 the
+  machine tells the browser (``speech_stopped``) and flushes the STT.
+- ``FLUSHING_STT``: the pause was detected; late words still join the user turn. Once the STT
+  clock passes the end of the flush, the bot turn starts.
+- ``BOT_SPEAKING``: a bot turn runs. A transcribed user word, or (after the first 3 s of the
+  session) a pause prediction below 0.4, interrupts it.
+- ``CLOSED``: the session is ending; every event is ignored.
+
+Turn-taking decisions (silence, pause, VAD barge-in) are taken when audio arrives, the
+machine's clock tick; the end of a flush is noticed on the STT step that passes it. The
+session layer forwards each audio frame to the STT *before* handing ``AudioReceived`` to the
+machine, so a ``FlushStt`` follows the frame in which the pause was seen, as in the original.
+
+Where we deliberately differ from the original:
+
+- an interrupted assistant turn keeps only the words whose audio was played, and the LLM
+  sees it with a trailing `` —`` (see ``transcript``), not the text it had planned;
+- ``speech_started`` is sent on the first real word of a user turn even when the turn was
+  opened by the silence marker (the original skipped it then);
+- the 0.7 temperature goes to the first assistant message, whoever spoke first (the original
+  used it only for the greeting);
+- the end of a flush starts the reply on the STT step that passes it, not on the next audio
+  frame; the greeting is never VAD-interrupted in the frame that starts it;
+- the silence timeout counts from the end of the bot's audio (the original restarted it one
+  wall-clock second later);
+- after a goodbye the machine is closed at once and ignores events during the close delay;
+- ``response.created`` carries the browser view of the chat (no system prompt, no empty
+  placeholder), like ``unmute.additional_outputs``;
+- status updates (``unmute.additional_outputs``) come at most once per second of received
+  audio, in every state, and are marked droppable for a busy client writer.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+from unmute_trio.conversation.events import (
+    Action,
+    AudioReceived,
+    CancelTurn,
+    CloseSession,
+    Emit,
+    Event,
+    FailureKind,
+    FlushStt,
+    LlmDone,
+    LlmWord,
+    ResetPausePrediction,
+    ServiceFailed,
+    ServiceRetrying,
+    SessionUpdated,
+    SetRecording,
+    StartTurn,
+    SttStep,
+    SttWord,
+    TtsWordSpoken,
+    TurnAudioFinished,
+)
+from unmute_trio.conversation.policy import TurnTakingPolicy
+from unmute_trio.conversation.transcript import USER_SILENCE_MARKER, Transcript
+from unmute_trio.protocol import browser
+
+CLOSE_NORMAL = 1000
+CLOSE_INTERNAL_ERROR = 1011
+
+GOODBYE_SUFFIX = "bye!"
+GOODBYE_CLOSE_REASON = "The assistant said goodbye."
+INTERRUPTED_BY_WORD = "the user spoke over the bot"
+INTERRUPTED_BY_VAD = "voice activity while the bot was speaking"
+UNKNOWN_VOICE = "missing"  # what response.created shows when no voice was chosen
+
+
+def fatal_message(service: str, kind: FailureKind) -> str:
+    """The user-facing text of a fatal service failure (the original's wording for the first
+    two, which clients may display)."""
+    if kind == "capacity":
+        return f"Too many people are connected to service '{service}'. Please try again later."
+    if kind == "timeout":
+        return f"Service '{service}' timed out. Please try again later."
+    return "Something went wrong on the server. Please try again later."
+
+
+def retry_warning(service: str) -> str:
+    return f"Still looking for a free '{service}' server; the reply may be a bit late."
+
+
+_TurnEvent = LlmWord | LlmDone | TtsWordSpoken | TurnAudioFinished | ServiceRetrying
+
+
+class ConversationState(enum.Enum):
+    WAITING_FOR_USER = "waiting_for_user"
+    USER_SPEAKING = "user_speaking"
+    FLUSHING_STT = "flushing_stt"
+    BOT_SPEAKING = "bot_speaking"
+    CLOSED = "closed"
+
+
+@dataclass
+class _BotTurn:
+    turn_id: int
+    llm_words: list[str] = field(default_factory=list)
+    llm_done: bool = False
+
+
+class ConversationMachine:
+    """One conversation. ``system_prompt`` is used until a ``session.update`` brings
+    instructions (the session layer builds it from the default instructions)."""
+
+    def __init__(self, system_prompt: str, *, policy: TurnTakingPolicy | None = None) -> None:
+        self.policy = policy or TurnTakingPolicy()
+        self.transcript = Transcript()
+        self._state = ConversationState.WAITING_FOR_USER
+        self._system_prompt = system_prompt
+        self._instructions_given = False
+        self._voice: str | None = None
+        self._recording: bool | None = None
+        self._samples_received = 0
+        self._stt_time = self.policy.initial_stt_time
+        self._pause_prediction = 0.0
+        self._flush_end_stt_time: float | None = None
+        # Times on the audio clock are kept in samples, so comparisons are exact.
+        self._waiting_since = 0
+        self._last_status_at = 0
+        self._next_turn_id = 1
+        self._bot_turn: _BotTurn | None = None
+        self._user_turn_has_words = False
+
+    # ------------------------------------------------------------------ read-only views
+
+    @property
+    def state(self) -> ConversationState:
+        return self._state
+
+    @property
+    def audio_time_s(self) -> float:
+        """Seconds of microphone audio received: the machine's notion of "now"."""
+        return self._samples_received / self.policy.sample_rate
+
+    @property
+    def system_prompt(self) -> str:
+        return self._system_prompt
+
+    @property
+    def voice(self) -> str | None:
+        return self._voice
+
+    @property
+    def active_turn_id(self) -> int | None:
+        return self._bot_turn.turn_id if self._bot_turn else None
+
+    @property
+    def pause_prediction(self) -> float:
+        return self._pause_prediction
+
+    # ------------------------------------------------------------------ the one entry point
+
+    def handle(self, event: Event) -> list[Action]:
+        if self._state is ConversationState.CLOSED:
+            return []
+        match event:
+            case AudioReceived():
+                return self._on_audio(event)
+            case SttStep():
+                return self._on_stt_step(event)
+            case SttWord():
+                return self._on_stt_word(event)
+            case SessionUpdated():
+                return self._on_session_updated(event)
+            case ServiceFailed():
+                return self._on_service_failed(event)
+            case LlmWord() | LlmDone() | TtsWordSpoken() | TurnAudioFinished() | ServiceRetrying():
+                return self._on_turn_event(event)
+        raise TypeError(f"not a conversation event: {event!r}")
+
+    # ------------------------------------------------------------------ handlers
+
+    def _on_session_updated(self, event: SessionUpdated) -> list[Action]:
+        if event.system_prompt is not None:
+            self._system_prompt = event.system_prompt
+            self._instructions_given = True
+        if event.voice is not None:
+            self._voice = event.voice  # used by the next turn; a running turn keeps its voice
+        if event.allow_recording == self._recording:
+            return []
+        self._recording = event.allow_recording
+        return [SetRecording(enabled=event.allow_recording)]
+
+    def _on_audio(self, event: AudioReceived) -> list[Action]:
+        if event.num_samples < 0:
+            raise ValueError(f"negative sample count: {event.num_samples}")
+        self._samples_received += event.num_samples
+        now = self._samples_received
+        state = ConversationState
+        if (
+            self._state is state.WAITING_FOR_USER
+            and self._instructions_given
+            and len(self.transcript) == 0
+        ):
+            return self._start_bot_turn() + self._status_if_due()
+
+        actions: list[Action] = []
+        silence_limit = self._samples(self.policy.user_silence_timeout_s)
+        if self._state is state.WAITING_FOR_USER and now - self._waiting_since > silence_limit:
+            # The user said nothing for too long: answer the silence itself. The marker opens a
+            # user turn, so the pause check below can end it in this very frame.
+            self.transcript.start_turn("user", USER_SILENCE_MARKER)
+            self._user_turn_has_words = False
+            self._state = state.USER_SPEAKING
+
+        if (
+            self._state is state.USER_SPEAKING
+            and self._pause_prediction > self.policy.pause_threshold
+        ):
+            self._flush_end_stt_time = self._stt_time + self.policy.stt_delay_s
+            self._state = state.FLUSHING_STT
+            actions += [
+                Emit(browser.InputAudioBufferSpeechStopped()),
+                FlushStt(num_frames=self.policy.flush_frames),
+            ]
+        elif (
+            self._state is state.BOT_SPEAKING
+            and self._pause_prediction < self.policy.vad_interrupt_threshold
+            and now > self._samples(self.policy.uninterruptible_by_vad_s)
+        ):
+            actions += self._interrupt(INTERRUPTED_BY_VAD)
+            # Nobody has said a word yet: wait for the user, and count the silence from now.
+            self._state = state.WAITING_FOR_USER
+            self._waiting_since = now
+        return actions + self._status_if_due()
+
+    def _on_stt_step(self, event: SttStep) -> list[Action]:
+        self._stt_time = event.stt_time
+        self._pause_prediction = event.pause_prediction
+        if (
+            self._state is ConversationState.FLUSHING_STT
+            and self._flush_end_stt_time is not None
+            and self._stt_time > self._flush_end_stt_time
+        ):
+            # The STT has now transcribed everything the user said before the pause.
+            self._flush_end_stt_time = None
+            return self._start_bot_turn()
+        return []
+
+    def _on_stt_word(self, event: SttWord) -> list[Action]:
+        actions: list[Action] = [
+            Emit(
+                browser.ConversationItemInputAudioTranscriptionDelta(
+                    delta=event.text, start_time=event.start_time
+                )
+            )
+        ]
+        if not event.text.strip():
+            # The STT sends an empty word at its start; it must not open a user turn (a
+            # turn with no speech could be ended by the next high pause prediction).
+            return actions
+        if self._state is ConversationState.BOT_SPEAKING:
+            actions += self._interrupt(INTERRUPTED_BY_WORD)
+        if self._state not in (ConversationState.USER_SPEAKING, ConversationState.FLUSHING_STT):
+            self.transcript.start_turn("user")
+            self._user_turn_has_words = False
+            self._state = ConversationState.USER_SPEAKING
+        self.transcript.extend_current(event.text)
+        if not self._user_turn_has_words:
+            # First word of this user turn. The pause prediction may still be high from the
+            # silence before it; reset it so the turn is not ended after one word.
+            self._user_turn_has_words = True
+            self._pause_prediction = 0.0
+            actions += [ResetPausePrediction(), Emit(browser.InputAudioBufferSpeechStarted())]
+        return actions
+
+    def _on_turn_event(self, event: _TurnEvent) -> list[Action]:
+        turn = self._bot_turn
+        if turn is None or event.turn_id != turn.turn_id:
+            return []  # the turn was cancelled or is over: whatever it still says is dropped
+        match event:
+            case LlmWord():
+                turn.llm_words.append(event.word)
+                return [Emit(browser.UnmuteResponseTextDeltaReady(delta=event.word))]
+            case LlmDone():
+                return self._on_llm_done(turn)
+            case TtsWordSpoken():
+                # Only words whose audio is being played join the transcript.
+                self.transcript.extend_current(event.text)
+                return [Emit(browser.ResponseTextDelta(delta=event.text))]
+            case TurnAudioFinished():
+                return self._on_turn_audio_finished()
+            case ServiceRetrying():
+                return [Emit(browser.make_error("warning", retry_warning(event.service)))]
+
+    def _on_llm_done(self, turn: _BotTurn) -> list[Action]:
+        if turn.llm_done:
+            return []
+        turn.llm_done = True
+        # The words carry their own leading spaces, so joining them gives the text.
+        return [Emit(browser.ResponseTextDone(text="".join(turn.llm_words)))]
+
+    def _on_turn_audio_finished(self) -> list[Action]:
+        self._bot_turn = None
+        self._state = ConversationState.WAITING_FOR_USER
+        self._waiting_since = self._samples_received
+        self._last_status_at = self._samples_received
+        actions: list[Action] = [
+            Emit(self._status_event()),
+            Emit(browser.ResponseAudioDone()),
+        ]
+        spoken = self.transcript.current
+        if spoken is not None and spoken.text.rstrip().lower().endswith(GOODBYE_SUFFIX):
+            self._state = ConversationState.CLOSED
+            actions.append(
+                CloseSession(
+                    code=CLOSE_NORMAL,
+                    reason=GOODBYE_CLOSE_REASON,
+                    delay_s=self.policy.goodbye_close_delay_s,
+                )
+            )
+        return actions
+
+    def _on_service_failed(self, event: ServiceFailed) -> list[Action]:
+        if event.turn_id is not None and event.turn_id != self.active_turn_id:
+            return []  # a turn that was already cancelled or over: its failure is moot
+        message = fatal_message(event.service, event.kind)
+        self._state = ConversationState.CLOSED
+        self._bot_turn = None
+        return [
+            Emit(browser.make_error("fatal", message)),
+            CloseSession(code=CLOSE_INTERNAL_ERROR, reason=message),
+        ]
+
+    # ------------------------------------------------------------------ transitions
+
+    def _start_bot_turn(self) -> list[Action]:
+        messages = self.transcript.llm_messages(self._system_prompt)
+        temperature = (
+            self.policy.later_reply_temperature
+            if self.transcript.has_assistant_turn()
+            else self.policy.first_reply_temperature
+        )
+        turn_id = self._next_turn_id
+        self._next_turn_id += 1
+        self._bot_turn = _BotTurn(turn_id)
+        self.transcript.start_turn("assistant")
+        self._state = ConversationState.BOT_SPEAKING
+        created = browser.ResponseCreated(
+            response=browser.Response(
+                status="in_progress",
+                voice=self._voice or UNKNOWN_VOICE,
+                chat_history=list(self.transcript.chat_history()),
+            )
+        )
+        return [
+            Emit(created),
+            StartTurn(
+                turn_id=turn_id, messages=messages, temperature=temperature, voice=self._voice
+            ),
+        ]
+
+    def _interrupt(self, reason: str) -> list[Action]:
+        """Stop the live bot turn. Its assistant turn keeps only the words already heard."""
+        assert self._bot_turn is not None, "BOT_SPEAKING always has a live turn"
+        turn_id = self._bot_turn.turn_id
+        self._bot_turn = None
+        self.transcript.interrupt_current()
+        # Cancel first, so the session drops the turn's unsent audio before telling the client.
+        return [CancelTurn(turn_id=turn_id, reason=reason), Emit(browser.UnmuteInterruptedByVAD())]
+
+    # ------------------------------------------------------------------ status updates
+
+    def _samples(self, seconds: float) -> int:
+        return round(seconds * self.policy.sample_rate)
+
+    def _status_if_due(self) -> list[Action]:
+        now = self._samples_received
+        if now - self._last_status_at <= self._samples(self.policy.status_interval_s):
+            return []
+        self._last_status_at = now
+        return [Emit(self._status_event(), droppable=True)]
+
+    def _status_event(self) -> browser.UnmuteAdditionalOutputs:
+        debug: dict[str, Any] = {
+            "conversation_state": self._state.value,
+            "stt_pause_prediction": self._pause_prediction,
+            "stt_time": self._stt_time,
+            "audio_received_s": self.audio_time_s,
+            "tts_voice": self._voice or "none",
+            "turn_id": self.active_turn_id,
+        }
+        return browser.UnmuteAdditionalOutputs(
+            args={
+                "chat_history": self.transcript.chat_history(),
+                "debug_dict": debug,
+                "debug_plot_data": [],
+            }
+        )

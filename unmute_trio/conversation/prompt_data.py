@@ -1,0 +1,115 @@
+"""Lists the system prompts draw from. Written for unmute-trio; none comes from the original.
+
+Entries are phrased to be spoken: no symbols or abbreviations the TTS would read oddly.
+"""
+
+from __future__ import annotations
+
+# Something to talk about, offered by the smalltalk character in its first message. Each
+# completes the sentence "You could ask the user about ...".
+STARTER_IDEAS: tuple[str, ...] = (
+    "the last thing that made them laugh out loud",
+    "a skill they would like to learn this year",
+    "what a perfect lazy Sunday looks like for them",
+    "a place they would love to visit and why",
+    "the best thing they ate recently",
+    "a book, film or series they would recommend to a friend",
+    "whether they are a morning person or a night owl",
+    "a small habit that made their life better",
+    "the strangest job they can imagine doing for a week",
+    "which superpower would be useful but a little boring",
+    "a hobby from their childhood that they miss",
+    "an opinion they hold that most people disagree with",
+    "what they would do with one extra hour every day",
+    "the app on their phone they could not live without",
+    "the song that has been stuck in their head lately",
+    "whether cats or dogs make better roommates",
+    "a local tradition from where they grew up",
+    "a small victory they had this week",
+    "what they would name a pet dragon",
+    "the best piece of advice anyone ever gave them",
+    "an invention they wish someone would finally make",
+)
+
+# Guess-the-animal game: the first round uses an easy animal, the second a harder one.
+EASY_ANIMALS: tuple[str, ...] = (
+    "dog",
+    "cat",
+    "horse",
+    "cow",
+    "elephant",
+    "lion",
+    "penguin",
+    "rabbit",
+    "giraffe",
+    "frog",
+    "dolphin",
+    "chicken",
+    "sheep",
+    "bear",
+    "monkey",
+)
+
+HARD_ANIMALS: tuple[str, ...] = (
+    "axolotl",
+    "pangolin",
+    "narwhal",
+    "platypus",
+    "okapi",
+    "tardigrade",
+    "capybara",
+    "armadillo",
+    "aye-aye",
+    "cassowary",
+    "mantis shrimp",
+    "Komodo dragon",
+    "quokka",
+    "wombat",
+    "blobfish",
+)
+
+# Quiz show: (question, answer). General knowledge with one short, uncontroversial answer.
+QUIZ_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("What is the largest planet in our solar system?", "Jupiter"),
+    ("How many legs does a spider have?", "eight"),
+    ("Which chemical element has the symbol O?", "oxygen"),
+    ("In which country is the city of Kyoto?", "Japan"),
+    ("What is the capital city of Canada?", "Ottawa"),
+    ("Who wrote the play Romeo and Juliet?", "William Shakespeare"),
+    ("At sea level, at how many degrees Celsius does water boil?", "one hundred"),
+    ("Which ocean lies between Africa and Australia?", "the Indian Ocean"),
+    ("What is the smallest prime number?", "two"),
+    ("Which gas do plants take from the air to make their food?", "carbon dioxide"),
+    ("Which planet is nicknamed the Red Planet?", "Mars"),
+    ("What is the longest river in South America?", "the Amazon"),
+    ("How many sides does a hexagon have?", "six"),
+    ("What is the hardest natural material?", "diamond"),
+    ("In which city can you visit the Colosseum?", "Rome"),
+    ("Which instrument usually has eighty-eight keys?", "the piano"),
+    ("At how many degrees Fahrenheit does water freeze?", "thirty-two"),
+    ("What is the capital city of Australia?", "Canberra"),
+    ("What is the largest animal living on Earth today?", "the blue whale"),
+    ("Who painted the Mona Lisa?", "Leonardo da Vinci"),
+    ("What is the main language spoken in Brazil?", "Portuguese"),
+    ("How many continents are there, by the usual count?", "seven"),
+    ("What is the currency of Japan?", "the yen"),
+    ("Which metal is liquid at room temperature?", "mercury"),
+    ("What is the highest mountain above sea level?", "Mount Everest"),
+    ("How many players does one football team have on the pitch?", "eleven"),
+    ("Which organ pumps blood around the human body?", "the heart"),
+    ("What is the square root of eighty-one?", "nine"),
+    ("In which year did people first walk on the Moon?", "nineteen sixty-nine"),
+    ("Which country gave the Statue of Liberty to the United States?", "France"),
+    ("What is the chemical name of table salt?", "sodium chloride"),
+    ("Which bird is a common symbol of peace?", "the dove"),
+    ("What is the capital city of Egypt?", "Cairo"),
+    ("Which is the smallest planet in our solar system?", "Mercury"),
+    ("Who came up with the theory of general relativity?", "Albert Einstein"),
+    ("What sweet food do bees make?", "honey"),
+    ("What is the largest hot desert in the world?", "the Sahara"),
+    ("How many strings does a standard violin have?", "four"),
+    ("What is the capital city of Norway?", "Oslo"),
+    ("Which vitamin does your skin make in sunlight?", "vitamin D"),
+    ("How many days are there in a leap year?", "three hundred and sixty-six"),
+    ("What do you call a baby kangaroo?", "a joey"),
+)

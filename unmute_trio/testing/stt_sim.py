@@ -1,0 +1,316 @@
+"""A protocol-exact simulator of moshi-server 0.6.4 speech-to-text (``/api/asr-streaming``).
+
+It speaks the real wire protocol (contract 2.1, 2.2) over a real socket, with a deterministic
+"model": the transcription is a pure function of the audio samples received, never of the wall
+clock, so sessions on virtual time and load tests see the same words.
+
+Behaviour, per connection
+- ``GET /api/build_info``: no auth, JSON with the ten build-info keys (fake values).
+- Auth: header ``kyutai-api-key`` or, when absent, query ``auth_id``; otherwise HTTP 401 before
+  the upgrade. More than ``capacity`` concurrent streams: accept, ``Error("no free channels")``,
+  close. Otherwise ``Ready`` first, after ``handshake_delay_s``.
+- ``Audio`` of any length is re-buffered into 1920-sample frames; every complete frame is
+  processed as soon as it is there (after ``step_delay_s`` each) and yields one
+  ``Step(step_idx, prs[4], buffered_pcm)``; ``step_idx`` counts this connection's frames from 0
+  and ``buffered_pcm`` is what remains buffered after taking the frame. No audio, no steps: like
+  the real server, clients keep sending silence to make it advance.
+- Words: an :class:`~unmute_trio.testing.speech.EnergyDetector` splits the input into voiced
+  segments (≥ 2 consecutive frames with RMS ≥ ``energy_threshold_rms``, ended by > 3 quieter
+  frames); segment *i* speaks utterance *i* (cycling) of ``script``. While the segment lasts,
+  word *j* starts at ``segment_start + j × word_pace_s`` (if the segment's audio reaches that
+  far); when the segment ends, the words not yet placed are spread evenly up to the end of its
+  last voiced frame (at least 80 ms each). A ``Word(text, start_time)`` (input-audio timeline) is
+  sent with the first Step at which the processed audio is ≥ 0.5 s past ``start_time`` (the
+  model delay); ``EndWord(stop_time)`` likewise, where a word stops where the next one starts,
+  the last one at the end of the segment.
+- Pause heads: with L the silence length at the delayed position (processed audio − 0.5 s),
+  measured from the end of the last voiced segment (infinite before any speech),
+  ``prs[i] = 0.02 + 0.96 × logistic((L − T_i/2) / (T_i/10))`` for T = 0.5, 1, 2, 3 s: ≈0.02 while
+  voiced, 0.5 at half the horizon, ≈0.975 once the silence reaches T_i, 0.98 before speech.
+- ``Marker(id)``: echoed right after the Step (and its words) of the first frame that brings the
+  processed audio to at least 0.5 s past all the audio received before the marker, i.e. after
+  frame number ``ceil((samples_received + 12000) / 1920)`` (7 more frames when the audio so far
+  is a whole number of frames). Order within a frame: Step, then Word/EndWord, then Marker.
+- ``OggOpus`` is decoded with sphn into the same buffer; undecodable chunks are ignored, as the
+  real server logs and ignores them. Text frames are ignored, as in the real server.
+- Idle timeout: the stream closes (code 1000) after ``idle_timeout_s`` without any message.
+
+``SttSimulator.connections_log`` holds an :class:`SttConnectionRecord` per connection (newest
+last, the last 1000): authorised or not, at capacity, frames processed, words and markers sent,
+and how the stream ended. ``open_connections`` counts handlers currently running.
+
+Deviations from a real moshi-server
+- Close frames carry code 1000 (hypercorn cannot send the real server's empty close frame, which
+  clients report as 1005). An undecodable message (including ``Init``) or more than 1024 pending
+  Markers closes with 1011, where the real server drops the TCP connection.
+  :meth:`SttSimulator.kill_connections` closes with 1011 (a dead server would give 1006).
+- No keep-alive pings (ASGI cannot send pings); hypercorn still answers client pings.
+- A client message is processed as soon as it arrives instead of one message per model step;
+  ``step_idx`` is per connection, not the batch loop's global counter.
+- ``/api/modules_info``, ``/metrics`` and ``POST /api/asr-streaming`` are not served.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import sphn
+import trio
+from quart import websocket
+from quart_trio import QuartTrio
+
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.moshi import (
+    SAMPLE_RATE,
+    Audio,
+    Error,
+    Marker,
+    OggOpus,
+    Ready,
+    Word,
+    decode_stt_client,
+    encode,
+)
+from unmute_trio.testing.server import serve_app
+from unmute_trio.testing.speech import (
+    DEFAULT_STT_SCRIPT,
+    PAUSE_HORIZONS_S,
+    EnergyDetector,
+    SimulatedAsr,
+)
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------ shared with tts_sim
+
+# GET /api/build_info: the keys of moshi-server's BuildInfo, fake values.
+BUILD_INFO: dict[str, str] = {
+    "build_timestamp": "2025-01-01T00:00:00.000000000Z",
+    "build_date": "2025-01-01",
+    "git_branch": "simulator",
+    "git_timestamp": "2025-01-01T00:00:00.000000000Z",
+    "git_date": "2025-01-01",
+    "git_hash": "0000000000000000000000000000000000000000",
+    "git_describe": "v0.6.4-simulator",
+    "rustc_host_triple": "x86_64-unknown-linux-gnu",
+    "rustc_version": "1.85.0",
+    "cargo_target_triple": "x86_64-unknown-linux-gnu",
+}
+CLOSE_NORMAL = 1000
+CLOSE_FAILURE = 1011  # killed streams and undecodable messages (the real server drops TCP)
+_CLOSE_TIMEOUT_S = 1.0  # a client that stops reading must not hold a closing handler forever
+
+
+def is_authorized(api_key: str) -> bool:
+    """moshi-server auth: header ``kyutai-api-key``, else query ``auth_id``."""
+    supplied = websocket.headers.get("kyutai-api-key")
+    if supplied is None:
+        supplied = websocket.args.get("auth_id")
+    return supplied == api_key
+
+
+async def close_websocket(code: int) -> None:
+    with trio.move_on_after(_CLOSE_TIMEOUT_S):
+        await websocket.close(code)
+
+
+@dataclass(eq=False)
+class StreamHandle:
+    """One accepted stream holding a slot; ``scope`` wraps its work so it can be killed."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    killed: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class SimConnections:
+    """Open-connection count, capacity slots and kill switch of one simulator."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.open = 0
+        self._streams: set[StreamHandle] = set()  # bounded by capacity
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
+
+    @contextmanager
+    def slot(self) -> Iterator[StreamHandle | None]:
+        """A free slot, or ``None`` when all ``capacity`` slots are taken."""
+        if len(self._streams) >= self.capacity:
+            yield None
+            return
+        handle = StreamHandle()
+        self._streams.add(handle)
+        try:
+            yield handle
+        finally:
+            self._streams.discard(handle)
+            handle.done.set()
+
+    async def kill_all(self) -> None:
+        """Cancel every stream's work and wait until each has closed its socket."""
+        handles = list(self._streams)
+        for handle in handles:
+            handle.killed = True
+            handle.scope.cancel()
+        for handle in handles:
+            await handle.done.wait()
+
+
+# Connection records kept for tests; the oldest are dropped so a long load test stays bounded.
+LOG_LENGTH = 1000
+
+
+@dataclass
+class SttSimConfig:
+    api_key: str = "public_token"
+    capacity: int = 16  # concurrent streams; beyond → Error "no free channels" + close
+    script: tuple[str, ...] = DEFAULT_STT_SCRIPT  # utterance i is used for voiced segment i
+    step_delay_s: float = 0.0  # artificial processing time per Step
+    handshake_delay_s: float = 0.0  # delay before Ready (provokes handshake timeouts)
+    word_pace_s: float = 0.3  # spacing of words while a segment is still being spoken
+    energy_threshold_rms: float = 0.01  # frame RMS at which audio counts as speech
+    idle_timeout_s: float | None = 20.0  # like the real receive loop; None disables
+
+
+@dataclass
+class SttConnectionRecord:
+    """What one connection did, for tests (``SttSimulator.connections_log``)."""
+
+    authorized: bool
+    at_capacity: bool = False
+    frames_processed: int = 0
+    words_sent: list[str] = field(default_factory=list)
+    markers_echoed: list[int] = field(default_factory=list)
+    end: str | None = None  # "client", "idle_timeout", "invalid_message", "killed", ...
+
+
+class SttSimulator:
+    """Serve with ``port = await nursery.start(sim.serve)``; URL ``ws://127.0.0.1:{port}``."""
+
+    def __init__(self, config: SttSimConfig | None = None) -> None:
+        self.config = config or SttSimConfig()
+        self._connections = SimConnections(self.config.capacity)
+        # Newest last; bounded (see LOG_LENGTH).
+        self.connections_log: deque[SttConnectionRecord] = deque(maxlen=LOG_LENGTH)
+        self.app = QuartTrio("stt_simulator")
+        self.app.get("/api/build_info")(self._build_info)
+        self.app.websocket("/api/asr-streaming")(self._asr_streaming)
+
+    @property
+    def open_connections(self) -> int:
+        return self._connections.open
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await serve_app(self.app, host, port, task_status=task_status)
+
+    async def kill_connections(self) -> None:
+        await self._connections.kill_all()
+
+    async def _build_info(self) -> dict[str, str]:
+        return dict(BUILD_INFO)
+
+    async def _asr_streaming(self) -> tuple[str, int] | None:
+        with self._connections.connection():
+            record = SttConnectionRecord(authorized=is_authorized(self.config.api_key))
+            self.connections_log.append(record)
+            if not record.authorized:
+                record.end = "unauthorized"
+                return "", 401  # before accept: hypercorn answers a real HTTP 401
+            await websocket.accept()
+            with self._connections.slot() as handle:
+                if handle is None:
+                    record.at_capacity = True
+                    record.end = "at_capacity"
+                    await websocket.send(encode(Error(message="no free channels")))
+                    await close_websocket(CLOSE_NORMAL)
+                    return None
+                # Stays "client" when the client goes away: quart-trio then cancels this handler.
+                record.end = "client"
+                with handle.scope:
+                    record.end = await self._run_stream(record)
+                if handle.killed:
+                    record.end = "killed"
+                await close_websocket(
+                    CLOSE_NORMAL if record.end == "idle_timeout" else CLOSE_FAILURE
+                )
+        return None
+
+    async def _run_stream(self, record: SttConnectionRecord) -> str:
+        """Ready, then audio in / results out until idle or an invalid message; why it ended."""
+        cfg = self.config
+        await trio.sleep(cfg.handshake_delay_s)
+        await websocket.send(encode(Ready()))
+        model = SimulatedAsr(
+            cfg.script,
+            word_pace_s=cfg.word_pace_s,
+            detector=EnergyDetector(cfg.energy_threshold_rms),
+        )
+        opus = sphn.OpusStreamReader(SAMPLE_RATE)
+        idle = math.inf if cfg.idle_timeout_s is None else cfg.idle_timeout_s
+        while True:
+            with trio.move_on_after(idle) as idle_scope:
+                data = await websocket.receive()
+            if idle_scope.cancelled_caught:
+                return "idle_timeout"
+            if not isinstance(data, bytes):
+                continue  # the real server ignores text frames
+            try:
+                msg = decode_stt_client(data)
+                if isinstance(msg, Audio):
+                    model.push_pcm(msg.pcm)
+                elif isinstance(msg, OggOpus):
+                    model.push_pcm(_decode_ogg(opus, msg.data))
+                else:
+                    model.add_marker(msg.id)
+            except (WireFormatError, OverflowError) as e:
+                log.info("STT simulator closing a stream: %s", e)
+                return "invalid_message"
+            while model.has_frame():
+                if cfg.step_delay_s > 0:
+                    await trio.sleep(cfg.step_delay_s)
+                for out in model.step():
+                    if isinstance(out, Word):
+                        record.words_sent.append(out.text)
+                    elif isinstance(out, Marker):
+                        record.markers_echoed.append(out.id)
+                    await websocket.send(encode(out))
+                record.frames_processed = model.frames_processed
+
+
+def _decode_ogg(reader: sphn.OpusStreamReader, data: bytes) -> np.ndarray:
+    try:
+        return np.asarray(reader.append_bytes(data), dtype=np.float32).reshape(-1)
+    except ValueError as e:  # not Ogg/Opus: the real server logs and ignores the chunk
+        log.info("STT simulator ignoring an undecodable OggOpus chunk: %s", e)
+        return np.zeros(0, dtype=np.float32)
+
+
+__all__ = [
+    "BUILD_INFO",
+    "DEFAULT_STT_SCRIPT",
+    "PAUSE_HORIZONS_S",
+    "SimConnections",
+    "SimulatedAsr",
+    "SttConnectionRecord",
+    "SttSimConfig",
+    "SttSimulator",
+]

@@ -1,0 +1,336 @@
+"""A protocol-exact simulator of moshi-server 0.6.4 text-to-speech (``/api/tts_streaming``).
+
+It speaks the real wire protocol (contract 2.1, 2.3) over a real socket and "synthesises"
+:func:`~unmute_trio.testing.speech.speech_like` audio whose length is proportional to the text.
+
+Behaviour, per connection
+- ``GET /api/build_info``: no auth, JSON with the ten build-info keys (fake values).
+- Auth: header ``kyutai-api-key`` or, when absent, query ``auth_id``; otherwise HTTP 401 before
+  the upgrade. Query ``format`` (default ``OggOpus``, as the real server): ``PcmMessagePack``,
+  ``OggOpusMessagePack``, ``Pcm`` or ``OggOpus``; anything else → HTTP 400. Query ``voice`` is
+  recorded, never validated (the real server falls back to its default voice).
+- More than ``capacity`` concurrent streams: accept, ``Error("no free channels")`` (MessagePack
+  formats only), close. Otherwise, after ``handshake_delay_s``, ``Ready`` (MessagePack formats)
+  and, for Ogg formats, the Ogg header pages (raw, or in an ``OggOpus`` message).
+- In: binary msgpack ``Text`` / ``Voice`` / ``Eos``, text frames (same as ``Text``), a single
+  ``0x00`` byte (same as ``Eos``). Text is normalised like the server (``’``→``'``, ``–``
+  removed, ``:``→space, parentheses removed) and split on whitespace. ``<break/>`` tags are not
+  interpreted (they are spoken as words).
+- Out: each word gets ``seconds_per_word`` of audio (at least one 80 ms frame), contiguous on
+  the generated-audio timeline. Just before a word's first sample is queued, ``Text(word,
+  start_s, stop_s)`` is sent with its place on that timeline, so text runs ahead of audio.
+  Audio goes out as frames of exactly 1920 float32 samples (``Audio``), or as Ogg pages / raw
+  little-endian f32 bytes for the other formats; the last frame is zero-padded. A word is only
+  synthesised once ``lookahead_words`` more words are queued, or after ``Eos`` (the real model
+  also needs lookahead, so the final words wait for ``Eos``).
+- Pacing: consecutive frames are at least ``0.08 s / realtime_factor`` apart (trio clock, so
+  virtual time works); ``realtime_factor`` 0 or ``inf`` means no pacing.
+- ``Eos`` before any text: close at once, no audio. After ``Eos``: finish all queued words, then
+  close. Before ``Eos``, ``idle_timeout_s`` without any message closes the stream.
+
+``TtsSimulator.connections_log`` holds a :class:`TtsConnectionRecord` per connection (newest
+last, the last 1000): the ``voice`` query parameter, whether a ``Voice`` message arrived, the
+texts received, the words spoken, frames sent and how the stream ended.
+
+Deviations from a real moshi-server
+- Close frames carry code 1000 (the real server sends an empty close frame, reported as 1005 by
+  most clients); killed streams (:meth:`TtsSimulator.kill_connections`) and undecodable messages
+  close with 1011. No keep-alive pings (ASGI cannot send them).
+- No model audio delay: the first audio frame follows the first Text immediately.
+- Custom voices are not applied; ``/api/modules_info``, ``/metrics`` and ``POST`` are not served.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import sphn
+import trio
+from quart import websocket
+from quart_trio import QuartTrio
+
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.moshi import (
+    FRAME_TIME_S,
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    Audio,
+    Eos,
+    Error,
+    OggOpus,
+    Ready,
+    TextIn,
+    TextOut,
+    decode_tts_client,
+    encode,
+)
+from unmute_trio.testing.server import serve_app
+from unmute_trio.testing.speech import speech_like
+from unmute_trio.testing.stt_sim import (
+    BUILD_INFO,
+    CLOSE_FAILURE,
+    CLOSE_NORMAL,
+    LOG_LENGTH,
+    SimConnections,
+    close_websocket,
+    is_authorized,
+)
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("PcmMessagePack", "OggOpusMessagePack", "Pcm", "OggOpus")
+# Words received but not yet synthesised. When full, the receiving task stops reading the
+# socket, which pushes back on the client (the real server queues without limit).
+WORD_QUEUE_SIZE = 256
+_NORMALISE = str.maketrans({"’": "'", "–": None, ":": " ", "(": None, ")": None})
+
+
+@dataclass
+class TtsSimConfig:
+    api_key: str = "public_token"
+    capacity: int = 16
+    realtime_factor: float = 4.0  # audio produced this many times faster than real time
+    seconds_per_word: float = 0.3  # duration of generated speech per word (≥ 1 frame)
+    handshake_delay_s: float = 0.0
+    lookahead_words: int = 1  # a word is synthesised once this many more are queued, or at Eos
+    idle_timeout_s: float | None = 30.0  # like the real receive loop (before Eos); None disables
+
+
+@dataclass
+class TtsConnectionRecord:
+    """What one connection did, for tests (``TtsSimulator.connections_log``)."""
+
+    authorized: bool
+    voice: str | None = None  # the ``voice`` query parameter
+    format: str = "OggOpus"
+    at_capacity: bool = False
+    voice_message: bool = False  # a Voice message was received
+    voice_shape: list[int] | None = None
+    texts: list[str] = field(default_factory=list)  # every Text received, as sent
+    words_spoken: list[str] = field(default_factory=list)
+    frames_sent: int = 0
+    eos: bool = False
+    end: str | None = None  # "finished", "eos_without_text", "client", "killed", ...
+
+
+class _Output:
+    """Encodes what a connection sends, for its ``format``."""
+
+    def __init__(self, fmt: str) -> None:
+        self.msgpack = fmt.endswith("MessagePack")
+        self._ogg = sphn.OpusStreamWriter(SAMPLE_RATE) if fmt.startswith("OggOpus") else None
+
+    def message(self, msg: Ready | Error | TextOut) -> bytes | None:
+        return encode(msg) if self.msgpack else None  # raw formats carry audio only
+
+    def header(self) -> bytes | None:
+        return None if self._ogg is None else self._pages(np.zeros(0, dtype=np.float32))
+
+    def audio(self, frame: np.ndarray) -> bytes | None:
+        if self._ogg is not None:
+            return self._pages(frame)
+        return encode(Audio(pcm=frame)) if self.msgpack else frame.astype("<f4").tobytes()
+
+    def _pages(self, pcm: np.ndarray) -> bytes | None:
+        assert self._ogg is not None
+        pages = self._ogg.append_pcm(pcm)
+        if not pages:
+            return None  # the encoder is still filling a packet
+        return encode(OggOpus(data=pages)) if self.msgpack else pages
+
+
+class _TtsStream:
+    """One accepted stream after the handshake: a receiving task and a generating task."""
+
+    def __init__(self, cfg: TtsSimConfig, record: TtsConnectionRecord, output: _Output) -> None:
+        self._cfg = cfg
+        self._record = record
+        self._output = output
+        self._words_in, self._words_out = trio.open_memory_channel[str](WORD_QUEUE_SIZE)
+        self._audio = np.zeros(0, dtype=np.float32)  # < 1 frame plus one word's samples
+        self._samples_generated = 0
+        self._last_frame_at: float | None = None
+        self._end: str | None = None
+
+    async def run(self) -> str:
+        async with trio.open_nursery() as nursery:
+            for task in (self._receive, self._generate):
+                nursery.start_soon(self._until_done, task, nursery.cancel_scope)
+        assert self._end is not None
+        return self._end
+
+    async def _until_done(
+        self, task: Callable[[], Awaitable[str]], scope: trio.CancelScope
+    ) -> None:
+        reason = await task()
+        self._end = self._end or reason
+        scope.cancel()
+
+    async def _send(self, data: bytes | None) -> None:
+        if data is not None:
+            await websocket.send(data)
+
+    # ---------------------------------------------------------------- receiving
+
+    async def _receive(self) -> str:
+        """Feed words to the generator until Eos; then keep draining the socket."""
+        idle = math.inf if self._cfg.idle_timeout_s is None else self._cfg.idle_timeout_s
+        while True:
+            with trio.move_on_after(math.inf if self._record.eos else idle) as idle_scope:
+                data = await websocket.receive()
+            if idle_scope.cancelled_caught:
+                return "idle_timeout"
+            if isinstance(data, str):
+                await self._text(data)
+            elif data == b"\x00":
+                await self._eos()
+            elif data is not None:
+                try:
+                    msg = decode_tts_client(data)
+                except WireFormatError as e:
+                    log.info("TTS simulator closing a stream: %s", e)
+                    return "invalid_message"
+                if isinstance(msg, TextIn):
+                    await self._text(msg.text)
+                elif isinstance(msg, Eos):
+                    await self._eos()
+                else:
+                    self._record.voice_message = True
+                    self._record.voice_shape = list(msg.shape)
+
+    async def _text(self, text: str) -> None:
+        if self._record.eos:
+            return  # the real server ignores text after the end of stream
+        self._record.texts.append(text)
+        for word in text.translate(_NORMALISE).split():
+            await self._words_in.send(word)
+
+    async def _eos(self) -> None:
+        if not self._record.eos:
+            self._record.eos = True
+            await self._words_in.aclose()
+
+    # ---------------------------------------------------------------- generating
+
+    async def _generate(self) -> str:
+        waiting: deque[str] = deque()  # at most lookahead_words + 1
+        async with self._words_out:
+            async for word in self._words_out:
+                waiting.append(word)
+                while len(waiting) > self._cfg.lookahead_words:
+                    await self._speak(waiting.popleft())
+        if not waiting and not self._record.words_spoken:
+            return "eos_without_text"
+        while waiting:
+            await self._speak(waiting.popleft())
+        if len(self._audio):
+            pad = np.zeros(SAMPLES_PER_FRAME - len(self._audio), dtype=np.float32)
+            await self._send_frame(np.concatenate([self._audio, pad]))
+        return "finished"
+
+    async def _speak(self, word: str) -> None:
+        index = len(self._record.words_spoken)
+        n_samples = max(SAMPLES_PER_FRAME, round(self._cfg.seconds_per_word * SAMPLE_RATE))
+        start_s = self._samples_generated / SAMPLE_RATE
+        self._samples_generated += n_samples
+        stop_s = self._samples_generated / SAMPLE_RATE
+        await self._send(self._output.message(TextOut(text=word, start_s=start_s, stop_s=stop_s)))
+        self._record.words_spoken.append(word)
+        seed = zlib.crc32(f"{index}:{word}".encode())
+        speech = speech_like(n_samples / SAMPLE_RATE, seed=seed)
+        self._audio = np.concatenate([self._audio, speech])
+        while len(self._audio) >= SAMPLES_PER_FRAME:
+            frame, self._audio = self._audio[:SAMPLES_PER_FRAME], self._audio[SAMPLES_PER_FRAME:]
+            await self._send_frame(frame)
+
+    async def _send_frame(self, frame: np.ndarray) -> None:
+        rtf = self._cfg.realtime_factor
+        now = trio.current_time()
+        at = now
+        if 0 < rtf < math.inf and self._last_frame_at is not None:
+            at = max(now, self._last_frame_at + FRAME_TIME_S / rtf)
+            await trio.sleep_until(at)
+        self._last_frame_at = at
+        await self._send(self._output.audio(np.clip(frame, -0.99, 0.99)))
+        self._record.frames_sent += 1
+
+
+class TtsSimulator:
+    """Serve with ``port = await nursery.start(sim.serve)``; URL ``ws://127.0.0.1:{port}``."""
+
+    def __init__(self, config: TtsSimConfig | None = None) -> None:
+        self.config = config or TtsSimConfig()
+        self._connections = SimConnections(self.config.capacity)
+        # Newest last; bounded (see LOG_LENGTH).
+        self.connections_log: deque[TtsConnectionRecord] = deque(maxlen=LOG_LENGTH)
+        self.app = QuartTrio("tts_simulator")
+        self.app.get("/api/build_info")(self._build_info)
+        self.app.websocket("/api/tts_streaming")(self._tts_streaming)
+
+    @property
+    def open_connections(self) -> int:
+        return self._connections.open
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await serve_app(self.app, host, port, task_status=task_status)
+
+    async def kill_connections(self) -> None:
+        await self._connections.kill_all()
+
+    async def _build_info(self) -> dict[str, str]:
+        return dict(BUILD_INFO)
+
+    async def _tts_streaming(self) -> tuple[str, int] | None:
+        with self._connections.connection():
+            record = TtsConnectionRecord(
+                authorized=is_authorized(self.config.api_key),
+                voice=websocket.args.get("voice"),
+                format=websocket.args.get("format", "OggOpus"),
+            )
+            self.connections_log.append(record)
+            if not record.authorized:
+                record.end = "unauthorized"
+                return "", 401  # before accept: hypercorn answers a real HTTP 401
+            if record.format not in FORMATS:
+                record.end = "bad_format"
+                return "Failed to deserialize query string", 400
+            output = _Output(record.format)
+            await websocket.accept()
+            with self._connections.slot() as handle:
+                if handle is None:
+                    record.at_capacity = True
+                    record.end = "at_capacity"
+                    await self._send(output.message(Error(message="no free channels")))
+                    await close_websocket(CLOSE_NORMAL)
+                    return None
+                # Stays "client" when the client goes away: quart-trio then cancels this handler.
+                record.end = "client"
+                with handle.scope:
+                    await trio.sleep(self.config.handshake_delay_s)
+                    await self._send(output.message(Ready()))
+                    await self._send(output.header())
+                    record.end = await _TtsStream(self.config, record, output).run()
+                if handle.killed:
+                    record.end = "killed"
+                failed = record.end in ("killed", "invalid_message")
+                await close_websocket(CLOSE_FAILURE if failed else CLOSE_NORMAL)
+        return None
+
+    async def _send(self, data: bytes | None) -> None:
+        if data is not None:
+            await websocket.send(data)
+
+
+__all__ = ["FORMATS", "TtsConnectionRecord", "TtsSimConfig", "TtsSimulator"]

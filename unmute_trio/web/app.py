@@ -1,0 +1,76 @@
+"""The Quart-Trio application factory."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx
+import trio
+from quart_trio import QuartTrio
+
+from unmute_trio.services.health import HealthChecker
+from unmute_trio.settings import Settings
+from unmute_trio.voice_store import VoiceStore
+from unmute_trio.voices import VoiceSample, load_voices
+from unmute_trio.web import hypercorn_fixes
+from unmute_trio.web.cors import install_cors
+from unmute_trio.web.realtime import install_realtime, protocol_only_session
+from unmute_trio.web.routes import install_routes
+from unmute_trio.web.state import AppState, SessionRunner
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    voices: list[VoiceSample] | None = None,
+    session_runner: SessionRunner | None = None,
+) -> QuartTrio:
+    """Build the app.
+
+    ``voices`` defaults to ``settings.voices_file``, read now (at start), so that a broken file
+    fails before the server accepts anyone (:class:`~unmute_trio.voices.VoiceFileError`).
+    """
+    hypercorn_fixes.apply()
+    if voices is None:
+        voices = load_voices(settings.voices_file)
+    app = QuartTrio("unmute_trio")
+    # Quart enforces this on the body as it is read (e.g. chunked uploads with no length).
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
+    st = AppState(
+        settings=settings,
+        voices=voices,
+        voice_store=VoiceStore(
+            ttl_s=settings.custom_voice_ttl_s,
+            max_entries=settings.max_custom_voices,
+            clock=trio.current_time,
+        ),
+        run_session=session_runner or protocol_only_session,
+    )
+    app.extensions["unmute"] = st
+
+    @app.before_serving
+    async def open_clients() -> None:
+        # One pooled client for health probes, voice cloning and the LLM. Per-request timeouts
+        # are always given explicitly; this default only bounds anything that forgets to.
+        st.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        st.health = HealthChecker(settings, st.http)
+        log.info(
+            "serving; STT %s, TTS %s, LLM %s, voice cloning %s, at most %d sessions",
+            settings.stt_url,
+            settings.tts_url,
+            settings.llm_url,
+            settings.voice_cloning_url,
+            settings.max_sessions,
+        )
+
+    @app.after_serving
+    async def close_clients() -> None:
+        if st.http is not None:
+            await st.http.aclose()
+
+    install_cors(app, settings.cors_origins)
+    install_routes(app)
+    install_realtime(app)
+    return app

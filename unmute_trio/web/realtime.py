@@ -1,0 +1,116 @@
+"""``WS /v1/realtime``: subprotocol negotiation, the per-process session limit, and the seam to
+the session engine.
+
+Subprotocol: a client that offers ``realtime`` (browsers, the Unmute frontend) is accepted with
+it; a client that offers none (OpenAI's SDKs) is accepted without one. We never answer with a
+subprotocol the client did not offer — the original always answered ``realtime``, which
+RFC 6455 forbids and which strict clients reject.
+
+Session limit: beyond ``UNMUTE_MAX_SESSIONS`` a client is accepted, told why in an ``error``
+event of type ``fatal``, and closed with 1013 (Try Again Later) at once. The original made extra
+clients wait before the handshake with no feedback.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+from quart import Quart, websocket
+
+from unmute_trio import metrics
+from unmute_trio.protocol.browser import (
+    InputAudioBufferAppend,
+    SessionUpdate,
+    SessionUpdated,
+    encode_event,
+    make_error,
+    parse_client_event,
+)
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.web.routes import state
+from unmute_trio.web.state import AppState, RealtimeSocket
+
+log = logging.getLogger(__name__)
+
+REALTIME_SUBPROTOCOL = "realtime"
+# Largest client frame accepted (hypercorn's websocket_max_message_size; larger → close 1009).
+# One 40 ms Ogg page is a few hundred bytes of base64, so 1 MiB is generous while bounding what
+# a single frame can make the server buffer. hypercorn.toml sets the same value.
+MAX_CLIENT_FRAME_BYTES = 1024 * 1024
+CLOSE_TRY_AGAIN_LATER = 1013
+
+
+class QuartRealtimeSocket:
+    """:class:`RealtimeSocket` over Quart's websocket context."""
+
+    async def receive(self) -> str | bytes:
+        return await websocket.receive()
+
+    async def send(self, text: str) -> None:
+        await websocket.send(text)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await websocket.close(code, reason)
+
+
+def install_realtime(app: Quart) -> None:
+    @app.websocket("/v1/realtime")
+    async def realtime() -> None:
+        st = state()
+        offered = websocket.requested_subprotocols
+        subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
+        await websocket.accept(subprotocol=subprotocol)
+        socket = QuartRealtimeSocket()
+        if st.active_sessions >= st.settings.max_sessions:
+            log.warning("refusing a session: %d sessions already open", st.active_sessions)
+            message = (
+                f"This server is at its limit of {st.settings.max_sessions} simultaneous "
+                "conversations. Please try again later."
+            )
+            await socket.send(encode_event(make_error("fatal", message, code="server_full")))
+            await socket.close(CLOSE_TRY_AGAIN_LATER, "server full")
+            return
+        st.active_sessions += 1
+        metrics.SESSIONS.inc()
+        metrics.ACTIVE_SESSIONS.inc()
+        started = trio.current_time()
+        try:
+            await st.run_session(socket, st)
+        finally:
+            st.active_sessions -= 1
+            metrics.ACTIVE_SESSIONS.dec()
+            metrics.SESSION_DURATION.observe(trio.current_time() - started)
+
+
+async def protocol_only_session(socket: RealtimeSocket, st: AppState) -> None:
+    """A session that speaks the browser protocol but holds no conversation.
+
+    It validates every frame (invalid JSON or events get an ``invalid_request_error`` and the
+    session continues) and answers ``session.update`` with ``session.updated``. Audio is
+    validated and dropped. The conversation engine replaces this runner; it stays useful for
+    protocol tests and as the smallest example of a :data:`SessionRunner`.
+    """
+    while True:
+        frame = await socket.receive()
+        if isinstance(frame, bytes):
+            await socket.send(
+                encode_event(
+                    make_error(
+                        "invalid_request_error",
+                        "Binary frames are not supported: send JSON events as text frames",
+                    )
+                )
+            )
+            continue
+        try:
+            event = parse_client_event(frame)
+        except WireFormatError as e:
+            await socket.send(
+                encode_event(make_error("invalid_request_error", e.message, details=e.details))
+            )
+            continue
+        if isinstance(event, SessionUpdate):
+            await socket.send(encode_event(SessionUpdated(session=event.session)))
+        elif isinstance(event, InputAudioBufferAppend):
+            pass

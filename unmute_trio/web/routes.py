@@ -1,0 +1,91 @@
+"""HTTP routes: greeting, metrics, health, voice list and voice upload (contract 0.2)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import multiprocess as prometheus_multiprocess
+from quart import Quart, Response, current_app, request
+
+from unmute_trio import metrics
+from unmute_trio.errors import ServiceError, ServiceProtocolError
+from unmute_trio.services.voice_cloning import clone_voice
+from unmute_trio.voices import public_voices
+from unmute_trio.web.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+def state() -> AppState:
+    return current_app.extensions["unmute"]
+
+
+def error_response(status: int, detail: str) -> tuple[dict[str, str], int]:
+    # FastAPI's shape ({"detail": ...}), which clients of the original already understand.
+    return {"detail": detail}, status
+
+
+def install_routes(app: Quart) -> None:
+    @app.get("/")
+    async def root() -> dict[str, str]:
+        return {"message": "unmute-trio: connect a voice client to /v1/realtime"}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Several hypercorn workers: sum the per-process files (docs/deployment.md).
+            registry = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(registry)
+        else:
+            registry = REGISTRY
+        return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/health")
+    async def health() -> dict[str, bool]:
+        st = state()
+        assert st.health is not None
+        result = await st.health.check()
+        metrics.HEALTH_OK.observe(1.0 if result.ok else 0.0)
+        return result.as_json()
+
+    @app.get("/v1/voices")
+    async def list_voices() -> Response:
+        return current_app.json.response(public_voices(state().voices))
+
+    @app.post("/v1/voices")
+    async def upload_voice() -> tuple[dict[str, str], int] | dict[str, str]:
+        st = state()
+        limit = st.settings.max_upload_bytes
+        length = request.content_length
+        if length is None:
+            return error_response(411, "Content-Length header required")
+        if length > limit:
+            return error_response(
+                413, f"File too large: {length} bytes, the limit is {limit} bytes"
+            )
+        files = await request.files
+        upload = files.get("file")
+        if upload is None:
+            return error_response(400, "Expected a multipart/form-data field named 'file'")
+        audio = upload.read()
+        if not audio:
+            return error_response(400, "The uploaded file is empty")
+        assert st.http is not None
+        try:
+            voice_message = await clone_voice(
+                st.http,
+                st.settings.voice_cloning_url,
+                audio,
+                timeout_s=st.settings.voice_cloning_timeout_s,
+            )
+        except ServiceProtocolError as e:
+            log.warning("voice cloning failed: %s", e)
+            return error_response(502, f"Voice cloning failed: {e.detail}")
+        except ServiceError as e:
+            log.warning("voice cloning unavailable: %s", e)
+            return error_response(503, f"Voice cloning is unavailable: {e.detail}")
+        name = st.voice_store.add(voice_message)
+        log.info("cloned voice %s from %d bytes of audio", name, len(audio))
+        return {"name": name}

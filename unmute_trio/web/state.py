@@ -1,0 +1,44 @@
+"""What the routes share within one process: settings, voices, HTTP client, health, sessions."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+import httpx
+
+from unmute_trio.services.health import HealthChecker
+from unmute_trio.settings import Settings
+from unmute_trio.voice_store import VoiceStore
+from unmute_trio.voices import VoiceSample
+
+
+class RealtimeSocket(Protocol):
+    """The client WebSocket as the session engine sees it (one per session).
+
+    ``receive`` returns a text frame as ``str`` and a binary frame as ``bytes``; when the client
+    goes away the calling task is cancelled (that is how Quart-Trio reports a disconnect).
+    """
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str = "") -> None: ...
+
+
+# The session engine: runs one accepted session to its end. The seam between the web layer and
+# the conversation engine; tests and later issues plug different runners in here.
+SessionRunner = Callable[[RealtimeSocket, "AppState"], Awaitable[None]]
+
+
+@dataclasses.dataclass
+class AppState:
+    settings: Settings
+    voices: list[VoiceSample]
+    voice_store: VoiceStore
+    run_session: SessionRunner
+    http: httpx.AsyncClient | None = None
+    health: HealthChecker | None = None
+    active_sessions: int = 0
