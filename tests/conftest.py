@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from quart import request
 from quart_trio import QuartTrio
 
@@ -19,6 +20,15 @@ from unmute_trio.testing.server import serve_app
 from unmute_trio.web.app import create_app
 from unmute_trio.web.realtime import MAX_CLIENT_FRAME_BYTES
 from unmute_trio.web.state import AppState
+
+
+@pytest.fixture
+def virtual_clock() -> trio.testing.MockClock:
+    """Virtual time that jumps only when every task has been idle for 5 ms of real time, so
+    loopback socket traffic completes before timers (pacing, model latency) are skipped.
+    Service timeouts must then be long (see ``testing.harness``): a thread hop (DNS) that takes
+    over 5 ms lets the clock jump to the next deadline."""
+    return trio.testing.MockClock(autojump_threshold=0.005)
 
 
 def closed_port() -> int:

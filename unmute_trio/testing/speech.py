@@ -174,7 +174,10 @@ class SimulatedAsr:
         self._segments: deque[list[float]] = deque(maxlen=4)
         self._words: list[str] = []
         self._next_word = 0
-        self._open_word = False  # a Word was scheduled whose EndWord is not yet
+        # The word being spoken: like the real model, its Word message is only emitted once the
+        # word has ended (at the next word boundary or the end of the segment), then delayed.
+        self._held_word: Word | None = None
+        self._open_word = False  # a word was placed whose Word/EndWord are not yet scheduled
         self._time_floor = 0.0  # scheduled times never go backwards
         # Word/EndWord waiting for the 0.5 s delay: at most the words of one utterance plus
         # their EndWords, since placement runs at most one segment ahead of emission.
@@ -257,7 +260,10 @@ class SimulatedAsr:
             voiced_until = last
         if self._open_word:
             stop = max(voiced_until, self._time_floor + FRAME_TIME_S)
+            assert self._held_word is not None
+            self._scheduled.append((stop, self._held_word))
             self._scheduled.append((stop, EndWord(stop_time=stop)))
+            self._held_word = None
             self._time_floor = stop
             self._open_word = False
         self._words = []
@@ -265,8 +271,10 @@ class SimulatedAsr:
     def _place_word(self, at: float) -> None:
         at = max(at, self._time_floor)
         if self._open_word:
+            assert self._held_word is not None
+            self._scheduled.append((at, self._held_word))
             self._scheduled.append((at, EndWord(stop_time=at)))
-        self._scheduled.append((at, Word(text=self._words[self._next_word], start_time=at)))
+        self._held_word = Word(text=self._words[self._next_word], start_time=at)
         self._next_word += 1
         self._open_word = True
         self._time_floor = at

@@ -9,6 +9,8 @@ import trio
 from quart_trio import QuartTrio
 
 from unmute_trio.services.health import HealthChecker
+from unmute_trio.services.llm import LLMClient
+from unmute_trio.services.news import NewsClient
 from unmute_trio.settings import Settings
 from unmute_trio.voice_store import VoiceStore
 from unmute_trio.voices import VoiceSample, load_voices
@@ -56,6 +58,15 @@ def create_app(
         # are always given explicitly; this default only bounds anything that forgets to.
         st.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
         st.health = HealthChecker(settings, st.http)
+        st.llm = LLMClient(
+            settings.llm_url,
+            api_key=settings.llm_api_key,
+            model=settings.llm_model,
+            http=st.http,
+            connect_timeout_s=settings.llm_connect_timeout_s,
+            read_timeout_s=settings.llm_read_timeout_s,
+        )
+        st.news = NewsClient(st.http, settings.newsapi_api_key)
         log.info(
             "serving; STT %s, TTS %s, LLM %s, voice cloning %s, at most %d sessions",
             settings.stt_url,

@@ -9,6 +9,8 @@ from typing import Protocol
 import httpx
 
 from unmute_trio.services.health import HealthChecker
+from unmute_trio.services.llm import LLMClient
+from unmute_trio.services.news import NewsClient
 from unmute_trio.settings import Settings
 from unmute_trio.voice_store import VoiceStore
 from unmute_trio.voices import VoiceSample
@@ -41,4 +43,6 @@ class AppState:
     run_session: SessionRunner
     http: httpx.AsyncClient | None = None
     health: HealthChecker | None = None
+    llm: LLMClient | None = None
+    news: NewsClient | None = None
     active_sessions: int = 0

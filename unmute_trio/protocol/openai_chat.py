@@ -1,0 +1,218 @@
+"""OpenAI-compatible streamed chat completions: server-sent events and chunk models. Pure.
+
+``POST {base}/v1/chat/completions`` with ``"stream": true`` answers ``text/event-stream``:
+``data: {json chat.completion.chunk}`` events separated by blank lines, ending with
+``data: [DONE]``. Servers differ in the details, all of which are accepted here:
+
+- ``data:`` with or without the space after the colon, CR / LF / CRLF line ends, a leading BOM;
+- comment lines starting with ``:`` (OpenRouter's ``: OPENROUTER PROCESSING`` keep-alives) and
+  events with empty data;
+- chunks with an empty ``choices`` list (keep-alives, the final ``usage`` chunk);
+- a first chunk carrying only ``role``, and ``content`` that is ``null`` or ``""`` (llama.cpp);
+- an ``error`` object instead of (or inside) a chunk, which raises :class:`ChatStreamError`.
+
+Line lengths are capped (:data:`MAX_LINE_CHARS`) so a broken server cannot grow memory without
+limit; anything that is not valid SSE/JSON raises :class:`WireFormatError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from unmute_trio.protocol.errors import WireFormatError
+
+DONE_SENTINEL = "[DONE]"
+# Far above any real chunk (a few hundred bytes), small enough to bound a runaway line.
+MAX_LINE_CHARS = 1 << 20
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class ChatStreamError(WireFormatError):
+    """The server reported an error inside the stream (an ``error`` object).
+
+    ``details`` holds the error object as sent (usually ``{"message", "type", "code"}``).
+    """
+
+
+# ------------------------------------------------------------------ server-sent events
+
+
+@dataclasses.dataclass(frozen=True)
+class SseEvent:
+    """One dispatched event: its ``event`` type (``"message"`` by default) and its data."""
+
+    data: str
+    event: str = "message"
+
+
+class SseDecoder:
+    """Incremental ``text/event-stream`` decoder following the WHATWG parsing rules.
+
+    ``feed(text)`` takes decoded text in arbitrary pieces and returns the events completed by
+    it; ``finish()`` flushes an event left without its closing blank line at end of stream
+    (lenient: the standard would drop it, but a server closing right after its last line
+    clearly meant it).
+    """
+
+    def __init__(self, *, max_line_chars: int = MAX_LINE_CHARS) -> None:
+        self._max_line_chars = max_line_chars
+        self._partial_line = ""
+        self._after_cr = False  # a CR ended the previous piece: a LF right after it is its pair
+        self._at_start = True
+        self._data_lines: list[str] = []
+        self._event_type = ""
+
+    def feed(self, text: str) -> list[SseEvent]:
+        if self._at_start and text:
+            text = text.removeprefix("\ufeff")
+            self._at_start = False
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]  # the LF of a CRLF split across two pieces
+        self._after_cr = False
+        if not text:
+            return []
+        lines = _LINE_END.split(self._partial_line + text)
+        # The last element is an unterminated line ("" when the text ended with a line end).
+        self._partial_line = lines.pop()
+        self._after_cr = text.endswith("\r")
+        if len(self._partial_line) > self._max_line_chars:
+            raise WireFormatError(f"Invalid event stream: a line exceeds {self._max_line_chars}")
+        events: list[SseEvent] = []
+        for line in lines:
+            self._process_line(line, events)
+        return events
+
+    def finish(self) -> list[SseEvent]:
+        events: list[SseEvent] = []
+        if self._partial_line:
+            self._process_line(self._partial_line, events)
+            self._partial_line = ""
+        self._process_line("", events)
+        return events
+
+    def _process_line(self, line: str, events: list[SseEvent]) -> None:
+        if line == "":
+            if self._data_lines:
+                events.append(SseEvent("\n".join(self._data_lines), self._event_type or "message"))
+            self._data_lines = []
+            self._event_type = ""
+            return
+        if line.startswith(":"):
+            return  # comment / keep-alive
+        field, colon, value = line.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            self._data_lines.append(value)
+            if sum(len(d) for d in self._data_lines) > self._max_line_chars:
+                raise WireFormatError(
+                    f"Invalid event stream: an event exceeds {self._max_line_chars} characters"
+                )
+        elif field == "event":
+            self._event_type = value
+        # "id", "retry" and unknown fields carry nothing we use.
+
+
+# ------------------------------------------------------------------ chunk models
+
+
+class _Lenient(BaseModel):
+    # Servers add fields freely (logprobs, usage, system_fingerprint, reasoning_content...).
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChatDelta(_Lenient):
+    role: str | None = None
+    content: str | None = None
+
+
+class ChatChoice(_Lenient):
+    index: int = 0
+    delta: ChatDelta = ChatDelta()
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(_Lenient):
+    """One ``chat.completion.chunk``; only the fields the client reads are modelled."""
+
+    id: str | None = None
+    object: str | None = None
+    model: str | None = None
+    choices: list[ChatChoice] = []
+
+    @property
+    def content(self) -> str:
+        """The text of the first choice's delta, ``""`` when there is none."""
+        if not self.choices:
+            return ""
+        return self.choices[0].delta.content or ""
+
+    @property
+    def finish_reason(self) -> str | None:
+        return self.choices[0].finish_reason if self.choices else None
+
+
+def parse_chunk(data: str) -> ChatCompletionChunk:
+    """Parse the data of one event (not ``[DONE]``) into a chunk.
+
+    Raises :class:`ChatStreamError` for an error object, :class:`WireFormatError` otherwise.
+    """
+    try:
+        obj: Any = json.loads(data)
+    except ValueError as e:
+        raise WireFormatError(f"Invalid chat completion chunk: not JSON ({e})") from e
+    if not isinstance(obj, dict):
+        raise WireFormatError(f"Invalid chat completion chunk: expected an object: {data[:80]!r}")
+    error = obj.get("error")
+    if error is not None:
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise ChatStreamError(f"LLM server error: {message}", details=error)
+    try:
+        return ChatCompletionChunk.model_validate(obj)
+    except ValidationError as e:
+        raise WireFormatError.from_validation("chat completion chunk", e) from e
+
+
+class ChatStreamParser:
+    """Event stream text in, non-empty content deltas out.
+
+    ``done`` becomes true at ``data: [DONE]``; everything after it is ignored (the client still
+    reads to the end of the body so the connection can be reused). ``finish_reason`` keeps the
+    last one seen (``"stop"``, ``"length"``...).
+    """
+
+    def __init__(self, *, max_line_chars: int = MAX_LINE_CHARS) -> None:
+        self._sse = SseDecoder(max_line_chars=max_line_chars)
+        self.done = False
+        self.finish_reason: str | None = None
+
+    def feed(self, text: str) -> list[str]:
+        return self._contents(self._sse.feed(text))
+
+    def finish(self) -> list[str]:
+        return self._contents(self._sse.finish())
+
+    def _contents(self, events: list[SseEvent]) -> list[str]:
+        contents: list[str] = []
+        for event in events:
+            if self.done:
+                break
+            if event.event == "error":
+                raise ChatStreamError(f"LLM server error: {event.data[:200]}", details=event.data)
+            data = event.data.strip()
+            if not data:
+                continue  # an empty event (some servers' keep-alive)
+            if data == DONE_SENTINEL:
+                self.done = True
+                break
+            chunk = parse_chunk(event.data)
+            if chunk.finish_reason is not None:
+                self.finish_reason = chunk.finish_reason
+            if chunk.content:
+                contents.append(chunk.content)
+        return contents

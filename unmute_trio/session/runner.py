@@ -1,0 +1,332 @@
+"""One conversation: the session nursery and the glue between sockets and the turn-taking core.
+
+```
+session nursery                     (one per WebSocket)
+├── writer       bounded queue → Opus encode → JSON → WebSocket   (the only sender)
+├── recorder     (when KYUTAI_RECORDINGS_DIR is set) batches JSONL lines to disk
+└── main
+    ├── STT connection (discovery; must succeed first)
+    ├── stt sender     audio queue → STT (1920-sample messages; flushes in order)
+    ├── stt receiver   words, steps → machine
+    ├── client reader  WebSocket → JSON → validate → Opus decode → audio queue, machine
+    └── turn N         one cancel scope per bot reply (see turn.py)
+```
+
+Every event goes through :meth:`Session.dispatch`: the pure conversation machine decides, and
+the resulting actions are carried out synchronously (queue an event, queue a flush, start or
+cancel a turn, close). Nothing awaits inside ``dispatch``, so actions of one event are never
+interleaved with another's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import random
+
+import numpy as np
+import trio
+from pydantic import BaseModel
+
+from unmute_trio import metrics
+from unmute_trio.conversation import prompts
+from unmute_trio.conversation.events import (
+    Action,
+    AudioReceived,
+    CancelTurn,
+    CloseSession,
+    Emit,
+    Event,
+    FlushStt,
+    ResetPausePrediction,
+    ServiceFailed,
+    SessionUpdated,
+    SetRecording,
+    StartTurn,
+    SttStep,
+    SttWord,
+)
+from unmute_trio.conversation.machine import ConversationMachine
+from unmute_trio.errors import ServiceAtCapacity, ServiceError, ServiceTimeout
+from unmute_trio.protocol import browser, moshi
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.instructions import Instructions
+from unmute_trio.services.discovery import open_service
+from unmute_trio.services.llm import LLMClient
+from unmute_trio.services.stt import SpeechToText, connect_stt
+from unmute_trio.session.audio import AudioInputError, OpusInput
+from unmute_trio.session.recorder import Recorder
+from unmute_trio.session.turn import run_turn
+from unmute_trio.session.writer import ClientTooSlow, ClientWriter
+from unmute_trio.web.state import AppState, RealtimeSocket
+
+log = logging.getLogger(__name__)
+
+# Decoded microphone audio waiting for the STT (items are ~960-sample pages, so ~2.5 s).
+# The reader waits when it is full, which pushes back on the client's socket; a flush that
+# finds it full means the STT has stalled for seconds, which ends the session.
+STT_QUEUE = 64
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+# Model auto-detection is one request, cached for the process; a session start does not wait
+# longer than this for it (the prompt then names the model generically).
+MODEL_NAME_WAIT_S = 1.0
+GENERIC_LLM_NAME = "an open-weights language model"
+INTERNAL_ERROR_MESSAGE = "Something went wrong on the server. Please try again later."
+# Events that belong to a bot turn: dropped by the writer if that turn is cancelled meanwhile.
+_TURN_EVENT_TYPES = (
+    browser.UnmuteResponseTextDeltaReady,
+    browser.ResponseTextDelta,
+    browser.ResponseTextDone,
+    browser.ResponseAudioDone,
+)
+
+
+async def run_conversation(socket: RealtimeSocket, state: AppState) -> None:
+    """The :data:`~unmute_trio.web.state.SessionRunner` of the real conversation engine."""
+    await Session(socket, state).run()
+
+
+class Session:
+    def __init__(self, socket: RealtimeSocket, state: AppState) -> None:
+        assert state.llm is not None, "the app's before_serving hook creates the LLM client"
+        self.settings = state.settings
+        self.llm: LLMClient = state.llm
+        self.voice_store = state.voice_store
+        self._state = state
+        self._socket = socket
+        self._rng = random.Random()
+        self._cancelled_turns: set[int] = set()
+        self._turn_scopes: dict[int, trio.CancelScope] = {}
+        self._opus_in = OpusInput()
+        self._stt: SpeechToText | None = None
+        self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
+        self.recorder = Recorder.for_session(self.settings.recordings_dir)
+        self.writer = ClientWriter(
+            socket, is_cancelled=self._cancelled_turns.__contains__, on_sent=self._sent
+        )
+        self.machine: ConversationMachine
+        self._nursery: trio.Nursery | None = None
+        self._main_nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self) -> None:
+        # The prompt used until the client's session.update brings instructions.
+        self.machine = ConversationMachine(await self._system_prompt(None))
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                if self.recorder is not None:
+                    nursery.start_soon(self.recorder.run)
+                nursery.start_soon(self._write_then_end, nursery.cancel_scope)
+                nursery.start_soon(self._main)
+        except* ClientTooSlow as group:
+            log.warning("closing a session whose client stopped reading: %s", group.exceptions[0])
+            metrics.FORCE_DISCONNECTS.inc()
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                await self._socket.close(CLOSE_POLICY_VIOLATION, "client too slow")
+        except* Exception:
+            log.exception("session failed unexpectedly")
+            metrics.HARD_ERRORS.inc()
+            metrics.FORCE_DISCONNECTS.inc()
+            with trio.move_on_after(1) as scope:
+                scope.shield = True
+                error = browser.make_error("fatal", INTERNAL_ERROR_MESSAGE)
+                await self._socket.send(browser.encode_event(error))
+                await self._socket.close(CLOSE_INTERNAL_ERROR, "internal error")
+
+    async def _write_then_end(self, session_scope: trio.CancelScope) -> None:
+        code, reason = await self.writer.run()
+        log.info("session closed with %d (%s)", code, reason)
+        session_scope.cancel()
+
+    async def _main(self) -> None:
+        try:
+            async with open_service(
+                "stt",
+                self.settings.stt_url,
+                functools.partial(connect_stt, api_key=self.settings.kyutai_api_key),
+                attempt_timeout_s=self.settings.service_connect_timeout_s,
+            ) as stt:
+                self._stt = stt
+                async with trio.open_nursery() as nursery:
+                    self._main_nursery = nursery
+                    nursery.start_soon(self._stt_sender, stt)
+                    nursery.start_soon(self._stt_receiver, stt)
+                    nursery.start_soon(self._client_reader)
+        except ServiceError as e:
+            # Reached for a failed STT connection (the tasks above report their own failures).
+            self._service_failed(e, turn_id=None)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def dispatch(self, event: Event) -> None:
+        turn_id = getattr(event, "turn_id", None)
+        for action in self.machine.handle(event):
+            self._apply(action, turn_id)
+
+    def _apply(self, action: Action, turn_id: int | None) -> None:
+        if isinstance(action, Emit):
+            tag = turn_id if isinstance(action.event, _TURN_EVENT_TYPES) else None
+            self.writer.send_event(action.event, turn_id=tag, droppable=action.droppable)
+        elif isinstance(action, FlushStt):
+            silence = np.zeros(action.num_frames * moshi.SAMPLES_PER_FRAME, dtype=np.float32)
+            try:
+                self._stt_send.send_nowait(silence)
+            except trio.WouldBlock:
+                raise ServiceTimeout("stt", "the STT is not keeping up with the audio") from None
+        elif isinstance(action, ResetPausePrediction):
+            if self._stt is not None:
+                self._stt.reset_pause_prediction()
+        elif isinstance(action, StartTurn):
+            assert self._main_nursery is not None
+            self._main_nursery.start_soon(self._run_turn, action)
+        elif isinstance(action, CancelTurn):
+            self._cancelled_turns.add(action.turn_id)
+            scope = self._turn_scopes.get(action.turn_id)
+            if scope is not None:
+                log.info("cancelling turn %d: %s", action.turn_id, action.reason)
+                scope.cancel()
+                metrics.VLLM_INTERRUPTS.inc()
+        elif isinstance(action, SetRecording):
+            if self.recorder is not None and not action.enabled:
+                self.recorder.delete()
+        elif isinstance(action, CloseSession):
+            assert self._nursery is not None
+            self._nursery.start_soon(self._close_later, action)
+
+    async def _close_later(self, action: CloseSession) -> None:
+        await trio.sleep(action.delay_s)
+        self.writer.close(action.code, action.reason)
+
+    def _service_failed(self, error: ServiceError, *, turn_id: int | None) -> None:
+        log.warning("service failure (turn %s): %r", turn_id, error)
+        if isinstance(error, (ServiceAtCapacity, ServiceTimeout)):
+            metrics.FATAL_SERVICE_MISSES.inc()
+        if turn_id is None or turn_id not in self._cancelled_turns:
+            metrics.FORCE_DISCONNECTS.inc()
+        self.dispatch(ServiceFailed.from_error(error, turn_id=turn_id))
+
+    # ------------------------------------------------------------------ turns
+
+    async def _run_turn(self, start: StartTurn) -> None:
+        with trio.CancelScope() as scope:
+            self._turn_scopes[start.turn_id] = scope
+            try:
+                await run_turn(self, start)
+            except ServiceError as e:
+                self._service_failed(e, turn_id=start.turn_id)
+            finally:
+                del self._turn_scopes[start.turn_id]
+        if scope.cancelled_caught:
+            log.debug("turn %d ended by its cancellation", start.turn_id)
+
+    def tts_audio_arrived(self, num_samples: int) -> None:
+        if self.recorder is not None:
+            event = browser.UnmuteResponseAudioDeltaReady(number_of_samples=num_samples)
+            self.recorder.record("server", event)
+
+    # ------------------------------------------------------------------ STT
+
+    async def _stt_sender(self, stt: SpeechToText) -> None:
+        try:
+            async with self._stt_receive:
+                async for pcm in self._stt_receive:
+                    await stt.send_audio(pcm)
+        except ServiceError as e:
+            self._service_failed(e, turn_id=None)
+
+    async def _stt_receiver(self, stt: SpeechToText) -> None:
+        try:
+            while True:
+                message = await stt.receive()
+                if isinstance(message, moshi.Word):
+                    self.dispatch(SttWord(message.text, message.start_time))
+                elif isinstance(message, moshi.Step):
+                    self.dispatch(SttStep(stt.current_time, stt.pause_prediction))
+        except ServiceError as e:
+            self._service_failed(e, turn_id=None)
+
+    # ------------------------------------------------------------------ client
+
+    async def _client_reader(self) -> None:
+        while True:
+            frame = await self._socket.receive()
+            if isinstance(frame, bytes):
+                self._invalid("Binary frames are not supported: send JSON events as text frames")
+                continue
+            try:
+                event = browser.parse_client_event(frame)
+            except WireFormatError as e:
+                self._invalid(e.message, e.details)
+                continue
+            if isinstance(event, browser.InputAudioBufferAppend):
+                await self._audio_in(event.audio)
+            elif isinstance(event, browser.SessionUpdate):
+                await self._session_update(event)
+            else:
+                self._record_client(event)
+
+    def _invalid(self, message: str, details: object = None) -> None:
+        error = browser.make_error("invalid_request_error", message, details=details)
+        self.writer.send_event(error)
+
+    async def _audio_in(self, b64: str) -> None:
+        try:
+            pcm = self._opus_in.feed(b64)
+        except AudioInputError as e:
+            self._invalid(str(e))
+            return
+        if self.recorder is not None:
+            self.recorder.record(
+                "client",
+                browser.UnmuteInputAudioBufferAppendAnonymized(number_of_samples=len(pcm)),
+            )
+        if len(pcm) == 0:
+            return
+        # The frame goes to the STT before the machine hears of it, so a flush it triggers
+        # follows this frame.
+        await self._stt_send.send(pcm)
+        self.dispatch(AudioReceived(len(pcm)))
+
+    async def _session_update(self, event: browser.SessionUpdate) -> None:
+        self._record_client(event)
+        config = event.session
+        system_prompt = None
+        if config.instructions is not None:
+            system_prompt = await self._system_prompt(config.instructions)
+        self.writer.send_event(browser.SessionUpdated(session=config))
+        self.dispatch(SessionUpdated(system_prompt, config.voice, config.allow_recording))
+
+    async def _system_prompt(self, instructions: Instructions | None) -> str:
+        news = None
+        if instructions is not None and instructions.type == "news":
+            if self._state.news is not None:
+                news = await self._state.news.headlines()
+        return prompts.build_system_prompt(
+            instructions,
+            llm_name=await self._llm_name(),
+            rng=self._rng,
+            now=datetime.datetime.now().astimezone(),
+            news=news,
+        )
+
+    async def _llm_name(self) -> str:
+        """The model's name for the prompt; detection failures surface later, at the turn."""
+        with trio.move_on_after(MODEL_NAME_WAIT_S):
+            try:
+                return prompts.llm_name_from_model(await self.llm.model())
+            except ServiceError as e:
+                log.info("LLM model not known yet (%s)", e)
+        return GENERIC_LLM_NAME
+
+    def _record_client(self, event: BaseModel) -> None:
+        if self.recorder is not None:
+            self.recorder.record("client", event)
+
+    def _sent(self, event: BaseModel) -> None:
+        if self.recorder is not None:
+            self.recorder.record("server", event)

@@ -1,0 +1,190 @@
+"""One bot turn: LLM words → TTS → paced audio and words → client writer.
+
+A turn runs in its own cancel scope (owned by the session, cancelled on barge-in). Inside it:
+
+```
+turn scope
+├── llm      stream whole words; report LlmWord / LlmDone; queue words for the TTS
+├── tts      (once connected) send queued words, then Eos
+└── playback receive TTS audio and words; release them on the playback clock
+```
+
+The LLM request starts at once, in parallel with the TTS connection (its words wait in a
+bounded queue), so the two connection latencies overlap instead of adding up. The TTS
+connection is retried (contract 0.3: 5 tries, 0.05 s backoff ×1.5 capped at 1 s) with a
+``warning`` event after each failure; discovery inside each try falls through busy instances.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Protocol
+
+import numpy as np
+import trio
+
+from unmute_trio import metrics
+from unmute_trio.conversation.events import (
+    Event,
+    LlmDone,
+    LlmWord,
+    ServiceRetrying,
+    StartTurn,
+    TtsWordSpoken,
+    TurnAudioFinished,
+)
+from unmute_trio.errors import ServiceError
+from unmute_trio.protocol.moshi import Audio, TextOut
+from unmute_trio.services.discovery import open_service
+from unmute_trio.services.llm import LLMClient
+from unmute_trio.services.tts import TextToSpeech, connect_tts
+from unmute_trio.session.pacer import PlaybackClock
+from unmute_trio.session.writer import ClientWriter
+from unmute_trio.settings import Settings
+from unmute_trio.voice_store import CUSTOM_VOICE_PREFIX, VoiceStore
+
+log = logging.getLogger(__name__)
+
+TTS_CONNECT_TRIES = 5
+TTS_RETRY_FIRST_DELAY_S = 0.05
+TTS_RETRY_BACKOFF = 1.5
+TTS_RETRY_MAX_DELAY_S = 1.0
+# Words from the LLM waiting for the TTS connection; a reply is rarely longer, and when it is,
+# backpressure simply slows the LLM stream.
+PENDING_WORDS = 256
+# TTS messages received but not yet released by the pacer (~5 s of audio). The TTS runs faster
+# than real time; past this, we stop reading and TCP backpressure holds the TTS back, so a long
+# reply does not pile up in memory.
+PLAYBACK_QUEUE = 64
+
+
+class TurnHost(Protocol):
+    """What a turn needs from its session."""
+
+    settings: Settings
+    llm: LLMClient
+    voice_store: VoiceStore
+    writer: ClientWriter
+
+    def dispatch(self, event: Event) -> None: ...
+
+    def tts_audio_arrived(self, num_samples: int) -> None: ...
+
+
+async def run_turn(host: TurnHost, start: StartTurn) -> None:
+    """Run a whole turn. ServiceErrors propagate to the caller (the session reports them)."""
+    words_send, words_receive = trio.open_memory_channel[str](PENDING_WORDS)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stream_llm, host, start, words_send)
+        async with _connect_tts_with_retries(host, start) as tts:
+            nursery.start_soon(_feed_tts, tts, words_receive)
+            await _play(host, start.turn_id, tts)
+    host.dispatch(TurnAudioFinished(start.turn_id))
+
+
+async def _stream_llm(
+    host: TurnHost, start: StartTurn, words_send: trio.MemorySendChannel[str]
+) -> None:
+    async with words_send:
+        async with host.llm.stream_words(start.messages, temperature=start.temperature) as words:
+            async for word in words:
+                host.dispatch(LlmWord(start.turn_id, word))
+                await words_send.send(word)
+        host.dispatch(LlmDone(start.turn_id))
+
+
+async def _feed_tts(tts: TextToSpeech, words: trio.MemoryReceiveChannel[str]) -> None:
+    async with words:
+        async for word in words:
+            await tts.send_text(word)
+    await tts.send_eos()
+
+
+@asynccontextmanager
+async def _connect_tts_with_retries(
+    host: TurnHost, start: StartTurn
+) -> AsyncIterator[TextToSpeech]:
+    settings = host.settings
+    voice = start.voice
+    custom = None
+    if voice is not None and voice.startswith(CUSTOM_VOICE_PREFIX):
+        custom = host.voice_store.get(voice)
+    connect = functools.partial(
+        connect_tts, voice=voice, custom_voice_message=custom, api_key=settings.kyutai_api_key
+    )
+    delay = TTS_RETRY_FIRST_DELAY_S
+    async with AsyncExitStack() as stack:
+        for attempt in range(1, TTS_CONNECT_TRIES + 1):
+            try:
+                tts = await stack.enter_async_context(
+                    open_service(
+                        "tts",
+                        settings.tts_url,
+                        connect,
+                        attempt_timeout_s=settings.service_connect_timeout_s,
+                    )
+                )
+                break
+            except ServiceError as e:
+                if attempt == TTS_CONNECT_TRIES:
+                    raise
+                log.info("TTS try %d/%d failed (%s); retrying", attempt, TTS_CONNECT_TRIES, e)
+                host.dispatch(ServiceRetrying(start.turn_id, "tts"))
+                await trio.sleep(delay)
+                delay = min(delay * TTS_RETRY_BACKOFF, TTS_RETRY_MAX_DELAY_S)
+        yield tts
+
+
+async def _play(host: TurnHost, turn_id: int, tts: TextToSpeech) -> None:
+    """Receive TTS output and release it on the playback clock until the TTS closes."""
+    send, receive = trio.open_memory_channel[Audio | TextOut](PLAYBACK_QUEUE)
+
+    async def receive_tts() -> None:
+        async with send:
+            while (message := await tts.receive()) is not None:
+                if isinstance(message, Audio):
+                    host.tts_audio_arrived(len(message.pcm))
+                await send.send(message)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(receive_tts)
+        await _release(host, turn_id, receive)
+
+
+async def _release(
+    host: TurnHost, turn_id: int, messages: trio.MemoryReceiveChannel[Audio | TextOut]
+) -> None:
+    clock = PlaybackClock()
+
+    def release_words() -> None:
+        for word in clock.pop_due_words(trio.current_time()):
+            host.dispatch(TtsWordSpoken(turn_id, word))
+
+    async def sleep_releasing_words(until: float) -> None:
+        # Words may fall due while we wait for the next frame's slot.
+        while (due := clock.next_word_due()) is not None and due < until:
+            await trio.sleep_until(due)
+            release_words()
+        await trio.sleep_until(until)
+        release_words()
+
+    async with messages:
+        async for message in messages:
+            if isinstance(message, TextOut):
+                clock.add_word(message.start_s, message.text)
+                release_words()
+                continue
+            await sleep_releasing_words(clock.next_frame_due(trio.current_time()))
+            pcm: np.ndarray = message.pcm
+            host.writer.send_audio(pcm, turn_id)
+            clock.frame_released(trio.current_time())
+            release_words()
+    # The TTS has closed: the words still waiting are released as playback reaches them.
+    while (due := clock.next_word_due()) is not None:
+        await trio.sleep_until(due)
+        release_words()
+    if clock.started_at is not None:
+        metrics.TTS_AUDIO_DURATION.observe(clock.audio_released_s)

@@ -1,0 +1,178 @@
+"""A voice client for tests, examples and load generation: a real WebSocket client of
+``/v1/realtime`` that streams Ogg/Opus audio the way the browser frontend does.
+
+Audio is encoded with one streaming Opus writer into 40 ms Ogg pages (960 samples at 24 kHz,
+what the Unmute frontend sends), one ``input_audio_buffer.append`` per page, the
+beginning-of-stream header page first, paced on the trio clock (so under a mock clock a session
+runs on virtual time). Received events are kept in order; bot audio is decoded, so a test can
+check that audio was really heard.
+
+Usage::
+
+    async with VoiceClient.connect("ws://localhost:8000/v1/realtime") as client:
+        await client.update_session({"type": "smalltalk"}, voice=None)
+        await client.stream(speech_like(1.5))       # real-time paced
+        await client.stream(silence(3.0))
+        await client.wait_for("response.audio.done")
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import sphn
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from unmute_trio.protocol.moshi import SAMPLE_RATE
+
+PAGE_SAMPLES = 960  # 40 ms, like the browser frontend (2 Opus frames of 20 ms per page)
+PAGE_S = PAGE_SAMPLES / SAMPLE_RATE
+
+
+class VoiceClient:
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self.ws = ws
+        self.events: list[dict[str, Any]] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self.bot_samples_heard = 0
+        self.bot_peak = 0.0
+        self._encoder = sphn.OpusStreamWriter(SAMPLE_RATE)
+        self._decoder = sphn.OpusStreamReader(SAMPLE_RATE)
+        self._changed = trio.Event()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._next_page_at: float | None = None
+        self.pages_sent = 0
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls, url: str, *, subprotocols: tuple[str, ...] = ("realtime",)
+    ) -> AsyncIterator[VoiceClient]:
+        async with open_websocket_url(url, subprotocols=list(subprotocols)) as ws:
+            client = cls(ws)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(client._receive_loop)
+                yield client
+                nursery.cancel_scope.cancel()
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, event: dict[str, Any]) -> None:
+        await self.ws.send_message(json.dumps(event))
+
+    async def update_session(
+        self,
+        instructions: dict[str, Any] | None,
+        *,
+        voice: str | None = None,
+        allow_recording: bool = False,
+    ) -> None:
+        await self.send(
+            {
+                "type": "session.update",
+                "session": {
+                    "instructions": instructions,
+                    "voice": voice,
+                    "allow_recording": allow_recording,
+                },
+            }
+        )
+
+    async def stream(self, pcm: np.ndarray, *, realtime: bool = True) -> None:
+        """Send ``pcm`` (float32, 24 kHz) as Ogg pages, one every 40 ms of audio."""
+        self._pending = np.concatenate([self._pending, pcm.astype(np.float32)])
+        while len(self._pending) >= PAGE_SAMPLES:
+            page_pcm, self._pending = (
+                self._pending[:PAGE_SAMPLES],
+                self._pending[PAGE_SAMPLES:],
+            )
+            if realtime:
+                now = trio.current_time()
+                if self._next_page_at is None or self._next_page_at < now - 1.0:
+                    self._next_page_at = now  # (re)start the pacing clock after a long gap
+                await trio.sleep_until(self._next_page_at)
+                self._next_page_at += PAGE_S
+            ogg = self._encoder.append_pcm(page_pcm)
+            if ogg:
+                await self.send(
+                    {"type": "input_audio_buffer.append", "audio": base64.b64encode(ogg).decode()}
+                )
+                self.pages_sent += 1
+
+    # ------------------------------------------------------------------ receiving
+
+    async def _receive_loop(self) -> None:
+        try:
+            while True:
+                event = json.loads(await self.ws.get_message())
+                if event.get("type") == "response.audio.delta":
+                    pcm = self._decoder.append_bytes(base64.b64decode(event["delta"]))
+                    self.bot_samples_heard += len(pcm)
+                    if len(pcm):
+                        self.bot_peak = max(self.bot_peak, float(np.abs(pcm).max()))
+                self.events.append(event)
+                self._wake()
+        except ConnectionClosed as e:
+            self.close_code = e.reason.code
+            self.close_reason = e.reason.reason
+            self._wake()
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    def of_type(self, event_type: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("type") == event_type]
+
+    def types(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    async def wait_for(
+        self,
+        event_type: str | None = None,
+        predicate: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        after: int = 0,
+    ) -> dict[str, Any]:
+        """The first event (from index ``after``) of this type matching ``predicate``.
+
+        Raises ``ConnectionClosed``-like ``RuntimeError`` if the socket closes first. Callers
+        bound the wait with ``trio.fail_after``.
+        """
+        while True:
+            for event in self.events[after:]:
+                if (event_type is None or event.get("type") == event_type) and (
+                    predicate is None or predicate(event)
+                ):
+                    return event
+            if self.closed:
+                raise RuntimeError(
+                    f"closed ({self.close_code} {self.close_reason}) before {event_type}"
+                )
+            await self._changed.wait()
+
+    async def wait_closed(self) -> int:
+        while not self.closed:
+            await self._changed.wait()
+        assert self.close_code is not None
+        return self.close_code
+
+    def transcript(self, role: str) -> str:
+        """What the client saw: user words from transcription deltas, bot words as spoken."""
+        kind = (
+            "conversation.item.input_audio_transcription.delta"
+            if role == "user"
+            else "response.text.delta"
+        )
+        return " ".join(e["delta"].strip() for e in self.of_type(kind) if e["delta"].strip())
