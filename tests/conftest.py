@@ -18,7 +18,7 @@ from quart_trio import QuartTrio
 from unmute_trio.settings import Settings
 from unmute_trio.testing.server import serve_app
 from unmute_trio.web.app import create_app
-from unmute_trio.web.realtime import MAX_CLIENT_FRAME_BYTES
+from unmute_trio.web.realtime import MAX_CLIENT_FRAME_BYTES, protocol_only_session
 from unmute_trio.web.state import AppState
 
 
@@ -82,9 +82,14 @@ def served_states() -> list[AppState]:
 
 @pytest.fixture
 def serve(nursery: trio.Nursery, served_states: list[AppState]) -> ServeFn:
-    """``await serve(settings, **create_app_kwargs)`` → base URL ``http://127.0.0.1:PORT``."""
+    """``await serve(settings, **create_app_kwargs)`` → base URL ``http://127.0.0.1:PORT``.
+
+    Sessions use the protocol-only runner unless ``session_runner`` is given: these tests are
+    about the HTTP/WebSocket surface, not conversations (see test_session_conversations.py).
+    """
 
     async def _serve(settings: Settings, **kwargs: Any) -> str:
+        kwargs.setdefault("session_runner", protocol_only_session)
         app = create_app(settings, **kwargs)
         served_states.append(app.extensions["unmute"])
         port = await nursery.start(

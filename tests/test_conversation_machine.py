@@ -445,7 +445,10 @@ def test_recording_flag_changes_are_reported_once() -> None:
             "Too many people are connected to service 'tts'. Please try again later.",
         ),
         (ServiceTimeout("llm"), "Service 'llm' timed out. Please try again later."),
-        (ServiceDisconnected("tts"), "Something went wrong on the server. Please try again later."),
+        (
+            ServiceDisconnected("tts"),
+            "Service 'tts' is not working right now. Please try again later.",
+        ),
     ],
 )
 def test_turn_failure_is_fatal(error: Any, text: str) -> None:

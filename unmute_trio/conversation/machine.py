@@ -85,7 +85,9 @@ def fatal_message(service: str, kind: FailureKind) -> str:
         return f"Too many people are connected to service '{service}'. Please try again later."
     if kind == "timeout":
         return f"Service '{service}' timed out. Please try again later."
-    return "Something went wrong on the server. Please try again later."
+    # The original said only "internal server error" here; naming the service tells the user
+    # (and whoever runs the server) where to look.
+    return f"Service '{service}' is not working right now. Please try again later."
 
 
 def retry_warning(service: str) -> str:

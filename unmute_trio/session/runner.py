@@ -144,6 +144,14 @@ class Session:
         session_scope.cancel()
 
     async def _main(self) -> None:
+        # The client reader starts at once: session.update is answered (and its prompt built)
+        # while the STT connects; audio waits in the bounded STT queue meanwhile.
+        async with trio.open_nursery() as nursery:
+            self._main_nursery = nursery
+            nursery.start_soon(self._client_reader)
+            nursery.start_soon(self._stt_link)
+
+    async def _stt_link(self) -> None:
         try:
             async with open_service(
                 "stt",
@@ -153,13 +161,10 @@ class Session:
             ) as stt:
                 self._stt = stt
                 async with trio.open_nursery() as nursery:
-                    self._main_nursery = nursery
                     nursery.start_soon(self._stt_sender, stt)
                     nursery.start_soon(self._stt_receiver, stt)
-                    nursery.start_soon(self._client_reader)
-        except ServiceError as e:
-            # Reached for a failed STT connection (the tasks above report their own failures).
-            self._service_failed(e, turn_id=None)
+        except* ServiceError as group:
+            self._service_failed(group.exceptions[0], turn_id=None)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ dispatch
 
@@ -177,7 +182,8 @@ class Session:
             try:
                 self._stt_send.send_nowait(silence)
             except trio.WouldBlock:
-                raise ServiceTimeout("stt", "the STT is not keeping up with the audio") from None
+                stalled = ServiceTimeout("stt", "the STT is not keeping up with the audio")
+                self._service_failed(stalled, turn_id=None)
         elif isinstance(action, ResetPausePrediction):
             if self._stt is not None:
                 self._stt.reset_pause_prediction()
@@ -217,8 +223,10 @@ class Session:
             self._turn_scopes[start.turn_id] = scope
             try:
                 await run_turn(self, start)
-            except ServiceError as e:
-                self._service_failed(e, turn_id=start.turn_id)
+            except* ServiceError as group:
+                # The turn's nursery may wrap it; several (LLM and TTS) count as one failure.
+                error = group.exceptions[0]
+                self._service_failed(error, turn_id=start.turn_id)  # type: ignore[arg-type]
             finally:
                 del self._turn_scopes[start.turn_id]
         if scope.cancelled_caught:
@@ -232,23 +240,17 @@ class Session:
     # ------------------------------------------------------------------ STT
 
     async def _stt_sender(self, stt: SpeechToText) -> None:
-        try:
-            async with self._stt_receive:
-                async for pcm in self._stt_receive:
-                    await stt.send_audio(pcm)
-        except ServiceError as e:
-            self._service_failed(e, turn_id=None)
+        async with self._stt_receive:
+            async for pcm in self._stt_receive:
+                await stt.send_audio(pcm)
 
     async def _stt_receiver(self, stt: SpeechToText) -> None:
-        try:
-            while True:
-                message = await stt.receive()
-                if isinstance(message, moshi.Word):
-                    self.dispatch(SttWord(message.text, message.start_time))
-                elif isinstance(message, moshi.Step):
-                    self.dispatch(SttStep(stt.current_time, stt.pause_prediction))
-        except ServiceError as e:
-            self._service_failed(e, turn_id=None)
+        while True:
+            message = await stt.receive()
+            if isinstance(message, moshi.Word):
+                self.dispatch(SttWord(message.text, message.start_time))
+            elif isinstance(message, moshi.Step):
+                self.dispatch(SttStep(stt.current_time, stt.pause_prediction))
 
     # ------------------------------------------------------------------ client
 

@@ -11,12 +11,13 @@ from quart_trio import QuartTrio
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.news import NewsClient
+from unmute_trio.session.runner import run_conversation
 from unmute_trio.settings import Settings
 from unmute_trio.voice_store import VoiceStore
 from unmute_trio.voices import VoiceSample, load_voices
 from unmute_trio.web import hypercorn_fixes
 from unmute_trio.web.cors import install_cors
-from unmute_trio.web.realtime import install_realtime, protocol_only_session
+from unmute_trio.web.realtime import install_realtime
 from unmute_trio.web.routes import install_routes
 from unmute_trio.web.state import AppState, SessionRunner
 
@@ -48,7 +49,7 @@ def create_app(
             max_entries=settings.max_custom_voices,
             clock=trio.current_time,
         ),
-        run_session=session_runner or protocol_only_session,
+        run_session=session_runner or run_conversation,
     )
     app.extensions["unmute"] = st
 
