@@ -48,6 +48,8 @@ async def clone_voice(
         raise ServiceTimeout(SERVICE, f"no answer within {timeout_s:g} s ({e!r})") from None
     except httpx.TransportError as e:
         raise ServiceDisconnected(SERVICE, f"cannot reach {url}: {e!r}") from None
+    except httpx.HTTPError as e:  # e.g. a body that fails to decode
+        raise ServiceProtocolError(SERVICE, f"broken answer: {e!r}") from None
     try:
         msg = moshi.decode_tts_client(bytes(body))
     except WireFormatError as e:

@@ -26,7 +26,6 @@ from typing import Protocol
 import numpy as np
 import trio
 
-from unmute_trio import metrics
 from unmute_trio.conversation.events import (
     Event,
     LlmDone,
@@ -186,5 +185,3 @@ async def _release(
     while (due := clock.next_word_due()) is not None:
         await trio.sleep_until(due)
         release_words()
-    if clock.started_at is not None:
-        metrics.TTS_AUDIO_DURATION.observe(clock.audio_released_s)

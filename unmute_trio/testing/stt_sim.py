@@ -19,10 +19,12 @@ Behaviour, per connection
   frames); segment *i* speaks utterance *i* (cycling) of ``script``. While the segment lasts,
   word *j* starts at ``segment_start + j × word_pace_s`` (if the segment's audio reaches that
   far); when the segment ends, the words not yet placed are spread evenly up to the end of its
-  last voiced frame (at least 80 ms each). A ``Word(text, start_time)`` (input-audio timeline) is
-  sent with the first Step at which the processed audio is ≥ 0.5 s past ``start_time`` (the
-  model delay); ``EndWord(stop_time)`` likewise, where a word stops where the next one starts,
-  the last one at the end of the segment.
+  last voiced frame (at least 80 ms each). Like the real model, a word is only emitted once it
+  has ended: ``Word(text, start_time)`` (``start_time`` on the input-audio timeline) and then
+  ``EndWord(stop_time)`` are sent together with the first Step at which the processed audio is
+  ≥ 0.5 s (the model delay) past the word's end — where the next word starts, or, for the last
+  word, the end of the segment. So the pause heads react to speech before its first word
+  arrives, as they do with a real model.
 - Pause heads: with L the silence length at the delayed position (processed audio − 0.5 s),
   measured from the end of the last voiced segment (infinite before any speech),
   ``prs[i] = 0.02 + 0.96 × logistic((L − T_i/2) / (T_i/10))`` for T = 0.5, 1, 2, 3 s: ≈0.02 while
