@@ -20,9 +20,9 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from unmute_trio.testing.sim_base import BUILD_INFO
 from unmute_trio.testing.speech import EnergyDetector, silence, speech_like
 from unmute_trio.testing.stt_sim import (
-    BUILD_INFO,
     DEFAULT_STT_SCRIPT,
     SimulatedAsr,
     SttSimConfig,

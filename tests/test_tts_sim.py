@@ -18,7 +18,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from unmute_trio.testing.stt_sim import BUILD_INFO
+from unmute_trio.testing.sim_base import BUILD_INFO
 from unmute_trio.testing.tts_sim import TtsSimConfig, TtsSimulator
 
 KEY = [("kyutai-api-key", "public_token")]

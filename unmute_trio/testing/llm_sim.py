@@ -33,7 +33,7 @@ import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from unmute_trio.testing.server import serve_app
+from unmute_trio.testing.sim_base import ServedSimulator
 
 # Enough history for a test to inspect a whole conversation; old entries are dropped.
 MAX_RECORDED_REQUESTS = 256
@@ -104,7 +104,7 @@ def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, separators=(',', ':'))}\n\n"
 
 
-class LlmSimulator:
+class LlmSimulator(ServedSimulator):
     """The simulator: ``app`` (Quart-Trio), ``serve()``, and what tests inspect.
 
     ``open_connections`` counts chat completions in progress (streams not yet finished or
@@ -120,16 +120,6 @@ class LlmSimulator:
         )
         self._ids = itertools.count(1)
         self.app = self._make_app()
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve until cancelled; ``task_status.started`` receives the bound port."""
-        await serve_app(self.app, host, port, task_status=task_status)
 
     def reply_to(self, messages: list[Any]) -> str:
         last = _last_user_message(messages)

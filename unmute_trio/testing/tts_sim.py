@@ -53,7 +53,6 @@ import numpy as np
 import sphn
 import trio
 from quart import websocket
-from quart_trio import QuartTrio
 
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import (
@@ -70,17 +69,15 @@ from unmute_trio.protocol.moshi import (
     decode_tts_client,
     encode,
 )
-from unmute_trio.testing.server import serve_app
-from unmute_trio.testing.speech import speech_like
-from unmute_trio.testing.stt_sim import (
-    BUILD_INFO,
+from unmute_trio.testing.sim_base import (
     CLOSE_FAILURE,
     CLOSE_NORMAL,
     LOG_LENGTH,
-    SimConnections,
+    MoshiSimulator,
     close_websocket,
     is_authorized,
 )
+from unmute_trio.testing.speech import speech_like
 
 log = logging.getLogger(__name__)
 
@@ -261,36 +258,19 @@ class _TtsStream:
         self._record.frames_sent += 1
 
 
-class TtsSimulator:
+class TtsSimulator(MoshiSimulator):
     """Serve with ``port = await nursery.start(sim.serve)``; URL ``ws://127.0.0.1:{port}``."""
 
     def __init__(self, config: TtsSimConfig | None = None) -> None:
         self.config = config or TtsSimConfig()
-        self._connections = SimConnections(self.config.capacity)
         # Newest last; bounded (see LOG_LENGTH).
         self.connections_log: deque[TtsConnectionRecord] = deque(maxlen=LOG_LENGTH)
-        self.app = QuartTrio("tts_simulator")
-        self.app.get("/api/build_info")(self._build_info)
-        self.app.websocket("/api/tts_streaming")(self._tts_streaming)
-
-    @property
-    def open_connections(self) -> int:
-        return self._connections.open
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        await serve_app(self.app, host, port, task_status=task_status)
-
-    async def kill_connections(self) -> None:
-        await self._connections.kill_all()
-
-    async def _build_info(self) -> dict[str, str]:
-        return dict(BUILD_INFO)
+        super().__init__(
+            name="tts_simulator",
+            capacity=self.config.capacity,
+            path="/api/tts_streaming",
+            handler=self._tts_streaming,
+        )
 
     async def _tts_streaming(self) -> tuple[str, int] | None:
         with self._connections.connection():

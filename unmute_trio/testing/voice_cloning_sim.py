@@ -25,7 +25,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from unmute_trio.protocol import moshi
-from unmute_trio.testing.server import serve_app
+from unmute_trio.testing.sim_base import ServedSimulator
 
 VOICE_SHAPE = (1, 512, 125)  # Mimi latent: batch, channels, 12.5 Hz frames over 10 s
 MAX_BODY_BYTES = 16 * 1024 * 1024  # moshi-server's body limit for this endpoint
@@ -79,7 +79,7 @@ def voice_embedding(data: bytes) -> np.ndarray:
     return rng.standard_normal(size, dtype=np.float32)
 
 
-class VoiceCloningSimulator:
+class VoiceCloningSimulator(ServedSimulator):
     """The simulator: ``app`` (Quart-Trio), ``serve()``; ``open_connections`` counts requests
     in progress and ``received`` how many ``/api/voice`` requests arrived."""
 
@@ -88,16 +88,6 @@ class VoiceCloningSimulator:
         self.open_connections = 0
         self.received = 0
         self.app = self._make_app()
-
-    async def serve(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Serve until cancelled; ``task_status.started`` receives the bound port."""
-        await serve_app(self.app, host, port, task_status=task_status)
 
     def _make_app(self) -> QuartTrio:
         app = QuartTrio(__name__)

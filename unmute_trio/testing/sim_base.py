@@ -1,0 +1,140 @@
+"""What the simulators share: serving on a real socket, and for the two moshi-server
+simulators (STT, TTS) the build-info route, API-key check, capacity slots, kill switch and
+bounded connection log."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from quart import websocket
+from quart_trio import QuartTrio
+
+from unmute_trio.testing.server import serve_app
+
+# GET /api/build_info: the keys of moshi-server's BuildInfo, fake values.
+BUILD_INFO: dict[str, str] = {
+    "build_timestamp": "2025-01-01T00:00:00.000000000Z",
+    "build_date": "2025-01-01",
+    "git_branch": "simulator",
+    "git_timestamp": "2025-01-01T00:00:00.000000000Z",
+    "git_date": "2025-01-01",
+    "git_hash": "0000000000000000000000000000000000000000",
+    "git_describe": "v0.6.4-simulator",
+    "rustc_host_triple": "x86_64-unknown-linux-gnu",
+    "rustc_version": "1.85.0",
+    "cargo_target_triple": "x86_64-unknown-linux-gnu",
+}
+CLOSE_NORMAL = 1000
+CLOSE_FAILURE = 1011  # killed streams and undecodable messages (the real server drops TCP)
+_CLOSE_TIMEOUT_S = 1.0  # a client that stops reading must not hold a closing handler forever
+
+
+def is_authorized(api_key: str) -> bool:
+    """moshi-server auth: header ``kyutai-api-key``, else query ``auth_id``."""
+    supplied = websocket.headers.get("kyutai-api-key")
+    if supplied is None:
+        supplied = websocket.args.get("auth_id")
+    return supplied == api_key
+
+
+async def close_websocket(code: int) -> None:
+    with trio.move_on_after(_CLOSE_TIMEOUT_S):
+        await websocket.close(code)
+
+
+@dataclass(eq=False)
+class StreamHandle:
+    """One accepted stream holding a slot; ``scope`` wraps its work so it can be killed."""
+
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    killed: bool = False
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+class SimConnections:
+    """Open-connection count, capacity slots and kill switch of one simulator."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.open = 0
+        self._streams: set[StreamHandle] = set()  # bounded by capacity
+
+    @contextmanager
+    def connection(self) -> Iterator[None]:
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
+
+    @contextmanager
+    def slot(self) -> Iterator[StreamHandle | None]:
+        """A free slot, or ``None`` when all ``capacity`` slots are taken."""
+        if len(self._streams) >= self.capacity:
+            yield None
+            return
+        handle = StreamHandle()
+        self._streams.add(handle)
+        try:
+            yield handle
+        finally:
+            self._streams.discard(handle)
+            handle.done.set()
+
+    async def kill_all(self) -> None:
+        """Cancel every stream's work and wait until each has closed its socket."""
+        handles = list(self._streams)
+        for handle in handles:
+            handle.killed = True
+            handle.scope.cancel()
+        for handle in handles:
+            await handle.done.wait()
+
+
+# Connection records kept for tests; the oldest are dropped so a long load test stays bounded.
+LOG_LENGTH = 1000
+
+
+class ServedSimulator:
+    """A simulator whose Quart-Trio ``app`` is served on a real loopback socket."""
+
+    app: QuartTrio
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until cancelled; ``task_status.started`` receives the bound port."""
+        await serve_app(self.app, host, port, task_status=task_status)
+
+
+class MoshiSimulator(ServedSimulator):
+    """Base of the STT and TTS simulators: one WebSocket route plus ``GET /api/build_info``.
+
+    Serve with ``port = await nursery.start(sim.serve)``; URL ``ws://127.0.0.1:{port}``.
+    """
+
+    def __init__(
+        self, *, name: str, capacity: int, path: str, handler: Callable[[], Awaitable[Any]]
+    ) -> None:
+        self._connections = SimConnections(capacity)
+        self.app = QuartTrio(name)
+        self.app.get("/api/build_info")(self._build_info)
+        self.app.websocket(path)(handler)
+
+    @property
+    def open_connections(self) -> int:
+        return self._connections.open
+
+    async def kill_connections(self) -> None:
+        await self._connections.kill_all()
+
+    async def _build_info(self) -> dict[str, str]:
+        return dict(BUILD_INFO)
