@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 
 from unmute_trio.testing.speech import silence, speech_like
@@ -13,10 +15,27 @@ SMALLTALK = {"type": "smalltalk", "language": None}
 async def greet(client: VoiceClient, **kwargs: object) -> None:
     """Configure the session and stream silence until the greeting has been fully played."""
     await client.update_session(SMALLTALK, **kwargs)  # type: ignore[arg-type]
+    await wait_while_silent(client, "response.audio.done")
+
+
+async def wait_while_silent(
+    client: VoiceClient, event_type: str, *, after: int = 0
+) -> dict[str, Any]:
+    """Stream silence (as a browser does while nobody talks) until this event arrives."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(stream_forever_silence, client)
-        await client.wait_for("response.audio.done")
+        event = await client.wait_for(event_type, after=after)
         nursery.cancel_scope.cancel()
+    return event
+
+
+async def closed_while_silent(client: VoiceClient) -> int:
+    """Stream silence until the server closes the session; returns the close code."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stream_forever_silence, client)
+        code = await client.wait_closed()
+        nursery.cancel_scope.cancel()
+    return code
 
 
 async def stream_forever_silence(client: VoiceClient) -> None:

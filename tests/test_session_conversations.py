@@ -8,10 +8,12 @@ from trio_websocket import open_websocket_url
 
 from tests.session_helpers import (
     SMALLTALK,
+    closed_while_silent,
     greet,
     say,
     stream_forever_silence,
     wait_service_connections_closed,
+    wait_while_silent,
 )
 from unmute_trio.testing.harness import conversation_stack
 from unmute_trio.testing.llm_sim import LlmSimConfig
@@ -71,10 +73,7 @@ async def test_two_full_turns(virtual_clock) -> None:
                 for turn in range(2):
                     mark = len(client.events)
                     await say(client, 1.5, seed=turn)
-                    async with trio.open_nursery() as nursery:
-                        nursery.start_soon(stream_forever_silence, client)
-                        await client.wait_for("response.audio.done", after=mark)
-                        nursery.cancel_scope.cancel()
+                    await wait_while_silent(client, "response.audio.done", after=mark)
                     types = client.types()[mark:]
                     # pause → flush → answer
                     started = first_index(types, "input_audio_buffer.speech_started")
@@ -159,10 +158,7 @@ async def test_barge_in_by_vad_after_three_seconds(virtual_clock) -> None:
                 assert "response.audio.done" not in client.types()  # still talking
                 mark = len(client.events)
                 await say(client, 1.0)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream_forever_silence, client)
-                    await client.wait_for("unmute.interrupted_by_vad", after=mark)
-                    nursery.cancel_scope.cancel()
+                await wait_while_silent(client, "unmute.interrupted_by_vad", after=mark)
             types = client.types()
             interrupt = types.index("unmute.interrupted_by_vad")
             # The voice activity interrupted before any word of it was transcribed.
@@ -177,10 +173,7 @@ async def test_long_silence_sends_the_silence_marker(virtual_clock) -> None:
             with trio.fail_after(60):
                 await greet(client)
                 mark = len(client.events)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream_forever_silence, client)
-                    await client.wait_for("unmute.response.text.delta.ready", after=mark)
-                    nursery.cancel_scope.cancel()
+                await wait_while_silent(client, "unmute.response.text.delta.ready", after=mark)
             last = [r for r in stack.llm.requests if r.path == "/v1/chat/completions"][-1]
             assert last.body["messages"][-1] == {"role": "user", "content": "..."}
         await wait_service_connections_closed(stack)
@@ -192,10 +185,7 @@ async def test_goodbye_closes_the_session(virtual_clock) -> None:
         async with VoiceClient.connect(stack.realtime_url) as client:
             with trio.fail_after(60):
                 await client.update_session(SMALLTALK)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream_forever_silence, client)
-                    assert await client.wait_closed() == 1000
-                    nursery.cancel_scope.cancel()
+                assert await closed_while_silent(client) == 1000
             assert "response.audio.done" in client.types()
             assert client.transcript("assistant").endswith("Bye!")
         await wait_service_connections_closed(stack)
@@ -206,10 +196,7 @@ async def test_llm_error_is_fatal_with_1011(virtual_clock) -> None:
         async with VoiceClient.connect(stack.realtime_url) as client:
             with trio.fail_after(60):
                 await client.update_session(SMALLTALK)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream_forever_silence, client)
-                    assert await client.wait_closed() == 1011
-                    nursery.cancel_scope.cancel()
+                assert await closed_while_silent(client) == 1011
             [error] = client.of_type("error")
             assert error["error"]["type"] == "fatal"
         await wait_service_connections_closed(stack)
@@ -271,10 +258,7 @@ async def test_tts_at_capacity_for_good_is_fatal(virtual_clock) -> None:
         async with VoiceClient.connect(stack.realtime_url) as client:
             with trio.fail_after(60):
                 await client.update_session(SMALLTALK)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream_forever_silence, client)
-                    assert await client.wait_closed() == 1011
-                    nursery.cancel_scope.cancel()
+                assert await closed_while_silent(client) == 1011
             errors = client.of_type("error")
             assert [e["error"]["type"] for e in errors] == ["warning"] * 4 + ["fatal"]
             assert errors[-1]["error"]["message"] == (
@@ -312,10 +296,7 @@ async def test_voice_change_applies_to_the_next_turn(virtual_clock) -> None:
                 )
                 mark = len(client.events)
                 await say(client, 1.5)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream_forever_silence, client)
-                    await client.wait_for("response.audio.done", after=mark)
-                    nursery.cancel_scope.cancel()
+                await wait_while_silent(client, "response.audio.done", after=mark)
         voices = [c.voice for c in stack.tts.connections_log if c.words_spoken]
         assert voices == ["voice-a.wav", "voice-b.wav"]
         await wait_service_connections_closed(stack)
@@ -334,10 +315,7 @@ async def test_twenty_concurrent_sessions_all_complete(virtual_clock) -> None:
                 await greet(client)
                 mark = len(client.events)
                 await say(client, 1.5, seed=i)
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(stream_forever_silence, client)
-                    await client.wait_for("response.audio.done", after=mark)
-                    nursery.cancel_scope.cancel()
+                await wait_while_silent(client, "response.audio.done", after=mark)
                 assert not client.of_type("error")
                 done.append(i)
 
