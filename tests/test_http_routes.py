@@ -113,9 +113,11 @@ async def test_health_counts_an_error_status_as_down(serve, serve_stub, all_down
 async def test_health_sends_llm_key_only_when_configured(serve, serve_stub, all_down_settings):
     without_key = make_stub_service()
     with_key = make_stub_service()
-    base_a = await serve(replace(all_down_settings, llm_url=await serve_stub(without_key)))
+    # A configured model: no start-up model detection, only health probes reach the stubs.
+    settings = replace(all_down_settings, llm_model="stub-model")
+    base_a = await serve(replace(settings, llm_url=await serve_stub(without_key)))
     base_b = await serve(
-        replace(all_down_settings, llm_url=await serve_stub(with_key), llm_api_key="sk-test")
+        replace(settings, llm_url=await serve_stub(with_key), llm_api_key="sk-test")
     )
     async with httpx.AsyncClient() as c:
         await c.get(base_a + "/v1/health")
@@ -128,7 +130,7 @@ async def test_health_sends_llm_key_only_when_configured(serve, serve_stub, all_
 
 async def test_health_result_is_cached_briefly(serve, serve_stub, all_down_settings) -> None:
     stub = make_stub_service()
-    settings = replace(all_down_settings, llm_url=await serve_stub(stub))
+    settings = replace(all_down_settings, llm_url=await serve_stub(stub), llm_model="stub-model")
     base = await serve(settings)
     async with httpx.AsyncClient(base_url=base) as c:
         async with trio.open_nursery() as nursery:

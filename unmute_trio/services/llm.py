@@ -137,6 +137,11 @@ class LLMClient:
         except ValidationError as e:
             raise ServiceProtocolError(SERVICE, f"{url} is not an OpenAI model list: {e}") from e
 
+    @property
+    def known_model(self) -> str | None:
+        """The model if configured or already detected; never waits."""
+        return self._model
+
     async def model(self) -> str:
         """The configured model, or the only model the server lists (detected once)."""
         if self._model is not None:
