@@ -1,6 +1,49 @@
 #!/usr/bin/env bash
-# System packages the test suite needs. Installed by the project itself, never by hand:
-# CI runs on a fresh Debian machine as root. Nothing is needed yet beyond Python packages;
-# later suites (browser end-to-end) add Debian packages here.
+# System packages the test suite needs, installed by the project itself, never by hand: CI runs
+# on a fresh Debian machine as root. Idempotent, and instant when everything is already there.
+#
+# The browser end-to-end test (tests/test_browser_e2e.py) drives Debian's Chromium headless.
+# Nothing is downloaded besides Debian packages: no browser from a test tool's own site.
+#
+#   UNMUTE_SKIP_BROWSER_TESTS=1   skip the browser test (and this install) explicitly
+#   UNMUTE_CHROMIUM=/path         use that Chromium binary instead of Debian's /usr/bin/chromium
 set -euo pipefail
-exit 0
+
+if [[ "${UNMUTE_SKIP_BROWSER_TESTS:-}" == "1" ]]; then
+    echo "test-deps: UNMUTE_SKIP_BROWSER_TESTS=1: not installing Chromium; the browser test is skipped"
+    exit 0
+fi
+
+chromium="${UNMUTE_CHROMIUM:-/usr/bin/chromium}"
+# Chromium itself, and a font so the page's screenshot shows text (the package only recommends
+# fonts, and recommends are not installed).
+packages=(chromium fonts-dejavu-core)
+
+if [[ -n "${UNMUTE_CHROMIUM:-}" && ! -x "$chromium" ]]; then
+    echo "test-deps: UNMUTE_CHROMIUM=$chromium is not an executable file" >&2
+    exit 1
+fi
+
+missing=()
+if [[ ! -x "$chromium" ]]; then
+    missing+=(chromium)
+fi
+if ! dpkg-query -W -f='${Status}' fonts-dejavu-core 2>/dev/null | grep -q "install ok installed"; then
+    missing+=(fonts-dejavu-core)
+fi
+if [[ ${#missing[@]} -eq 0 ]]; then
+    exit 0
+fi
+
+if [[ "$(id -u)" != "0" ]]; then
+    echo "test-deps: the browser test needs Debian packages: ${missing[*]}" >&2
+    echo "test-deps: run 'sudo apt-get install -y --no-install-recommends ${packages[*]}'," >&2
+    echo "test-deps: or set UNMUTE_SKIP_BROWSER_TESTS=1 to skip the browser test." >&2
+    exit 1
+fi
+
+echo "test-deps: installing ${missing[*]} (Debian packages, for the browser end-to-end test)"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+echo "test-deps: $("$chromium" --version 2>/dev/null || echo 'chromium installed')"

@@ -4,9 +4,19 @@
 
 Settings come from the environment, as with ``unmute-trio serve``; a configuration error stops
 the worker at import with a message naming the variable.
+
+With several workers and ``PROMETHEUS_MULTIPROC_DIR`` set, the directory is created here if
+missing but not emptied: a worker cannot tell a previous run's files from its siblings'. Empty
+it before starting hypercorn (or use ``unmute-trio serve``, which does); see
+docs/deployment.md.
 """
 
-from unmute_trio.settings import Settings
-from unmute_trio.web.app import create_app
+from unmute_trio.web.drain import prepare_metrics_dir
+
+# Before unmute_trio.metrics creates this worker's metric files in the directory.
+prepare_metrics_dir(wipe=False)
+
+from unmute_trio.settings import Settings  # noqa: E402
+from unmute_trio.web.app import create_app  # noqa: E402
 
 app = create_app(Settings.from_env())

@@ -7,11 +7,12 @@ process exit code. ``serve`` runs the server; ``sim`` runs the protocol-exact se
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -50,6 +51,10 @@ def run_serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     from hypercorn.config import Config
 
+    from unmute_trio.web.drain import prepare_metrics_dir, serve_workers
+
+    # Before any metric exists in this process: files of a previous run would be summed.
+    prepare_metrics_dir(wipe=True)
     from unmute_trio.web.app import create_app
     from unmute_trio.web.realtime import MAX_CLIENT_FRAME_BYTES
 
@@ -75,20 +80,20 @@ def run_serve(args: argparse.Namespace) -> int:
         host = args.host or "0.0.0.0"
         port = 8000 if args.port is None else args.port
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if config.workers > 1:
+        return serve_workers(config)  # hypercorn's supervisor; see docs/deployment.md
     trio.run(_serve, app, config)
     return 0
 
 
-async def _serve(app: object, config: object) -> None:
+async def _serve(app: Any, config: object) -> None:
     from hypercorn.trio import serve
 
-    async def shutdown_trigger() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async for signum in signals:
-                log.info("received %s: shutting down", signal.Signals(signum).name)
-                return
+    from unmute_trio.web.drain import drain_on_signals
 
-    await serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+    # SIGTERM/SIGINT drain the sessions first (web/drain.py); then hypercorn stops.
+    trigger = functools.partial(drain_on_signals, app.extensions["unmute"].drain)
+    await serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ sim
@@ -106,6 +111,21 @@ def run_sim(args: argparse.Namespace) -> int:
     return run_sim_command(args)
 
 
+# ------------------------------------------------------------------ loadtest
+
+
+def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
+    from unmute_trio.loadtest.command import add_loadtest_arguments as add
+
+    add(parser)
+
+
+def run_loadtest(args: argparse.Namespace) -> int:
+    from unmute_trio.loadtest.command import run_loadtest_command
+
+    return run_loadtest_command(args)
+
+
 # ------------------------------------------------------------------ dispatch
 
 Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]
@@ -113,11 +133,13 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 COMMANDS: list[Command] = [
     ("serve", add_serve_arguments, run_serve),
     ("sim", add_sim_arguments, run_sim),
+    ("loadtest", add_loadtest_arguments, run_loadtest),
 ]
 
 _HELP = {
     "serve": "run the voice server (HTTP + WebSocket /v1/realtime) under hypercorn",
     "sim": "run simulated STT, TTS, LLM and voice-cloning services on the default ports",
+    "loadtest": "simulate concurrent voice conversations against a server; report latencies",
 }
 
 

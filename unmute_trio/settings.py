@@ -68,6 +68,11 @@ class Settings:
     custom_voice_ttl_s: float = 3600.0
     max_custom_voices: int = 256
     log_level: str = "INFO"
+    # Behind reverse proxies (web/proxy.py): how many to trust, and which headers they write.
+    trusted_proxy_hops: int = 0
+    proxy_headers: str = "x-forwarded"
+    # Graceful shutdown (web/drain.py): how long a running bot reply may go on after SIGTERM.
+    drain_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -103,6 +108,11 @@ class Settings:
             custom_voice_ttl_s=_float(env, "UNMUTE_CUSTOM_VOICE_TTL_S", d.custom_voice_ttl_s),
             max_custom_voices=_int(env, "UNMUTE_MAX_CUSTOM_VOICES", d.max_custom_voices, minimum=1),
             log_level=_log_level(env, "UNMUTE_LOG_LEVEL", d.log_level),
+            trusted_proxy_hops=_int(
+                env, "UNMUTE_TRUSTED_PROXY_HOPS", d.trusted_proxy_hops, minimum=0
+            ),
+            proxy_headers=_proxy_headers(env, "UNMUTE_PROXY_HEADERS", d.proxy_headers),
+            drain_timeout_s=_float(env, "UNMUTE_DRAIN_TIMEOUT_S", d.drain_timeout_s),
         )
 
 
@@ -183,4 +193,11 @@ def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
     raw = (_optional(env, name) or default).upper()
     if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(name, f"{raw!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+    return raw
+
+
+def _proxy_headers(env: Mapping[str, str], name: str, default: str) -> str:
+    raw = (_optional(env, name) or default).lower()
+    if raw not in ("x-forwarded", "forwarded"):
+        raise SettingsError(name, f"{raw!r} is not one of x-forwarded, forwarded")
     return raw

@@ -4,11 +4,12 @@
 session nursery                     (one per WebSocket)
 ├── writer       bounded queue → Opus encode → JSON → WebSocket   (the only sender)
 ├── recorder     (when KYUTAI_RECORDINGS_DIR is set) batches JSONL lines to disk
+├── drain watch  when the server shuts down: let the running reply end, then close with 1001
 └── main
-    ├── STT connection (discovery; must succeed first)
-    ├── stt sender     audio queue → STT (1920-sample messages; flushes in order)
-    ├── stt receiver   words, steps → machine
-    ├── client reader  WebSocket → JSON → validate → Opus decode → audio queue, machine
+    ├── client reader  WebSocket → JSON → validate → Opus decode → STT queue, machine
+    ├── stt link       connect (discovery), then:
+    │   ├── sender       STT queue → STT (1920-sample messages; flushes in order)
+    │   └── receiver     words, steps → machine
     └── turn N         one cancel scope per bot reply (see turn.py)
 ```
 
@@ -59,6 +60,7 @@ from unmute_trio.session.audio import AudioInputError, OpusInput
 from unmute_trio.session.recorder import Recorder
 from unmute_trio.session.turn import run_turn
 from unmute_trio.session.writer import ClientTooSlow, ClientWriter
+from unmute_trio.web.drain import CLOSE_GOING_AWAY, CLOSE_REASON, RunningCount
 from unmute_trio.web.state import AppState, RealtimeSocket
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,8 @@ class Session:
         self._rng = random.Random()
         self._cancelled_turns: set[int] = set()
         self._turn_scopes: dict[int, trio.CancelScope] = {}
+        # Turns spawned and not yet ended (counted from the spawn, before the task runs).
+        self._running_turns = RunningCount()
         self._opus_in = OpusInput()
         self._stt: SpeechToText | None = None
         self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
@@ -113,8 +117,9 @@ class Session:
     # ------------------------------------------------------------------ lifecycle
 
     async def run(self) -> None:
-        # The prompt used until the client's session.update brings instructions.
-        self.machine = ConversationMachine(await self._system_prompt(None))
+        # The prompt used until the client's session.update brings instructions. Built without
+        # waiting for the LLM (the model name is usually known since the app started).
+        self.machine = ConversationMachine(self._build_prompt(None, self._known_llm_name()))
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
@@ -122,6 +127,7 @@ class Session:
                     nursery.start_soon(self.recorder.run)
                 nursery.start_soon(self._write_then_end, nursery.cancel_scope)
                 nursery.start_soon(self._main)
+                nursery.start_soon(self._close_when_draining)
         except* ClientTooSlow as group:
             log.warning("closing a session whose client stopped reading: %s", group.exceptions[0])
             metrics.FORCE_DISCONNECTS.inc()
@@ -170,7 +176,11 @@ class Session:
 
     def dispatch(self, event: Event) -> None:
         turn_id = getattr(event, "turn_id", None)
-        for action in self.machine.handle(event):
+        actions = self.machine.handle(event)
+        if self._state.drain.started and any(isinstance(a, StartTurn) for a in actions):
+            # Shutting down: no new reply, and no announcement of one; the session closes.
+            actions = [a for a in actions if not _announces_turn(a)]
+        for action in actions:
             self._apply(action, turn_id)
 
     def _apply(self, action: Action, turn_id: int | None) -> None:
@@ -189,14 +199,14 @@ class Session:
                 self._stt.reset_pause_prediction()
         elif isinstance(action, StartTurn):
             assert self._main_nursery is not None
+            self._running_turns.started()
             self._main_nursery.start_soon(self._run_turn, action)
         elif isinstance(action, CancelTurn):
             self._cancelled_turns.add(action.turn_id)
             scope = self._turn_scopes.get(action.turn_id)
             if scope is not None:
                 log.info("cancelling turn %d: %s", action.turn_id, action.reason)
-                scope.cancel()
-                metrics.VLLM_INTERRUPTS.inc()
+                scope.cancel()  # the LLM client counts worker_vllm_interrupt itself
         elif isinstance(action, SetRecording):
             if self.recorder is not None and not action.enabled:
                 self.recorder.delete()
@@ -208,13 +218,25 @@ class Session:
         await trio.sleep(action.delay_s)
         self.writer.close(action.code, action.reason)
 
+    async def _close_when_draining(self) -> None:
+        """The server is shutting down: let the reply being spoken end, then say goodbye."""
+        drain = self._state.drain
+        await drain.wait_started()
+        with trio.move_on_at(drain.deadline):
+            await self._running_turns.wait_idle()
+        self.writer.send_event(drain.goodbye_event())
+        self.writer.close(CLOSE_GOING_AWAY, CLOSE_REASON)
+
     def _service_failed(self, error: ServiceError, *, turn_id: int | None) -> None:
         log.warning("service failure (turn %s): %r", turn_id, error)
-        if isinstance(error, (ServiceAtCapacity, ServiceTimeout)):
-            metrics.FATAL_SERVICE_MISSES.inc()
-        if turn_id is None or turn_id not in self._cancelled_turns:
+        actions = self.machine.handle(ServiceFailed.from_error(error, turn_id=turn_id))
+        # The machine ignores failures of stale turns; only one that ends the session counts.
+        if any(isinstance(action, CloseSession) for action in actions):
             metrics.FORCE_DISCONNECTS.inc()
-        self.dispatch(ServiceFailed.from_error(error, turn_id=turn_id))
+            if isinstance(error, (ServiceAtCapacity, ServiceTimeout)):
+                metrics.FATAL_SERVICE_MISSES.inc()
+        for action in actions:
+            self._apply(action, turn_id)
 
     # ------------------------------------------------------------------ turns
 
@@ -229,6 +251,7 @@ class Session:
                 self._service_failed(error, turn_id=start.turn_id)  # type: ignore[arg-type]
             finally:
                 del self._turn_scopes[start.turn_id]
+                self._running_turns.finished()
         if scope.cancelled_caught:
             log.debug("turn %d ended by its cancellation", start.turn_id)
 
@@ -308,13 +331,22 @@ class Session:
         if instructions is not None and instructions.type == "news":
             if self._state.news is not None:
                 news = await self._state.news.headlines()
+        return self._build_prompt(instructions, await self._llm_name(), news)
+
+    def _build_prompt(
+        self, instructions: Instructions | None, llm_name: str, news: list[dict] | None = None
+    ) -> str:
         return prompts.build_system_prompt(
             instructions,
-            llm_name=await self._llm_name(),
+            llm_name=llm_name,
             rng=self._rng,
             now=datetime.datetime.now().astimezone(),
             news=news,
         )
+
+    def _known_llm_name(self) -> str:
+        model = self.llm.known_model
+        return prompts.llm_name_from_model(model) if model else GENERIC_LLM_NAME
 
     async def _llm_name(self) -> str:
         """The model's name for the prompt; detection failures surface later, at the turn."""
@@ -332,3 +364,10 @@ class Session:
     def _sent(self, event: BaseModel) -> None:
         if self.recorder is not None:
             self.recorder.record("server", event)
+
+
+def _announces_turn(action: Action) -> bool:
+    """A new turn's start and its ``response.created``."""
+    if isinstance(action, StartTurn):
+        return True
+    return isinstance(action, Emit) and isinstance(action.event, browser.ResponseCreated)

@@ -39,6 +39,10 @@ class VoiceClient:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.events: list[dict[str, Any]] = []
+        # Parallel to ``events``: when each arrived (trio clock) and how many bot samples it
+        # decoded to (0 for events without audio). The load generator times turns with these.
+        self.received_at: list[float] = []
+        self.samples_in_event: list[int] = []
         self.close_code: int | None = None
         self.close_reason: str | None = None
         self.bot_samples_heard = 0
@@ -111,13 +115,19 @@ class VoiceClient:
     async def _receive_loop(self) -> None:
         try:
             while True:
-                event = json.loads(await self.ws.get_message())
+                message = await self.ws.get_message()
+                arrived_at = trio.current_time()
+                event = json.loads(message)
+                samples = 0
                 if event.get("type") == "response.audio.delta":
                     pcm = self._decoder.append_bytes(base64.b64decode(event["delta"]))
+                    samples = len(pcm)
                     self.bot_samples_heard += len(pcm)
                     if len(pcm):
                         self.bot_peak = max(self.bot_peak, float(np.abs(pcm).max()))
                 self.events.append(event)
+                self.received_at.append(arrived_at)
+                self.samples_in_event.append(samples)
                 self._wake()
         except ConnectionClosed as e:
             self.close_code = e.reason.code

@@ -8,6 +8,7 @@ import httpx
 import trio
 from quart_trio import QuartTrio
 
+from unmute_trio.errors import ServiceError
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.news import NewsClient
@@ -17,11 +18,25 @@ from unmute_trio.voice_store import VoiceStore
 from unmute_trio.voices import VoiceSample, load_voices
 from unmute_trio.web import hypercorn_fixes
 from unmute_trio.web.cors import install_cors
+from unmute_trio.web.drain import Drain, install_drain
+from unmute_trio.web.proxy import ProxyHeadersMiddleware
 from unmute_trio.web.realtime import install_realtime
 from unmute_trio.web.routes import install_routes
 from unmute_trio.web.state import AppState, SessionRunner
 
 log = logging.getLogger(__name__)
+
+MODEL_DETECTION_TIMEOUT_S = 10.0
+
+
+async def _detect_llm_model(llm: LLMClient) -> None:
+    """Find the LLM's model once at start: sessions then never wait for it, and a wrong setup
+    (no model, several models, server down) shows in the log before the first conversation."""
+    with trio.move_on_after(MODEL_DETECTION_TIMEOUT_S):
+        try:
+            log.info("LLM model: %s", await llm.model())
+        except ServiceError as e:
+            log.warning("LLM model not known yet (sessions will retry): %s", e)
 
 
 def create_app(
@@ -50,6 +65,7 @@ def create_app(
             clock=trio.current_time,
         ),
         run_session=session_runner or run_conversation,
+        drain=Drain(settings.drain_timeout_s),
     )
     app.extensions["unmute"] = st
 
@@ -68,6 +84,7 @@ def create_app(
             read_timeout_s=settings.llm_read_timeout_s,
         )
         st.news = NewsClient(st.http, settings.newsapi_api_key)
+        app.nursery.start_soon(_detect_llm_model, st.llm)
         log.info(
             "serving; STT %s, TTS %s, LLM %s, voice cloning %s, at most %d sessions",
             settings.stt_url,
@@ -85,4 +102,12 @@ def create_app(
     install_cors(app, settings.cors_origins)
     install_routes(app)
     install_realtime(app)
+    install_drain(app, st.drain)
+    # Forwarding headers and path prefixes (docs/deployment.md); wrapping asgi_app keeps `app`
+    # a QuartTrio for hypercorn and the tests.
+    app.asgi_app = ProxyHeadersMiddleware(  # type: ignore[method-assign]
+        app.asgi_app,
+        trusted_hops=settings.trusted_proxy_hops,
+        mode=settings.proxy_headers,  # type: ignore[arg-type]
+    )
     return app

@@ -8,7 +8,8 @@ RFC 6455 forbids and which strict clients reject.
 
 Session limit: beyond ``UNMUTE_MAX_SESSIONS`` a client is accepted, told why in an ``error``
 event of type ``fatal``, and closed with 1013 (Try Again Later) at once. The original made extra
-clients wait before the handshake with no feedback.
+clients wait before the handshake with no feedback. While the server drains (web/drain.py), every
+new client is refused the same way.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def install_realtime(app: Quart) -> None:
         subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
         await websocket.accept(subprotocol=subprotocol)
         socket = QuartRealtimeSocket()
+        if st.drain.started:
+            # Shutting down (web/drain.py): the client should reconnect, landing elsewhere.
+            log.info("refusing a session: the server is draining")
+            await socket.send(encode_event(st.drain.refusal_event()))
+            await socket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
+            return
         if st.active_sessions >= st.settings.max_sessions:
             log.warning("refusing a session: %d sessions already open", st.active_sessions)
             message = (
@@ -76,7 +83,8 @@ def install_realtime(app: Quart) -> None:
         metrics.ACTIVE_SESSIONS.inc()
         started = trio.current_time()
         try:
-            await st.run_session(socket, st)
+            with st.drain.sessions.running():
+                await st.run_session(socket, st)
         finally:
             st.active_sessions -= 1
             metrics.ACTIVE_SESSIONS.dec()

@@ -13,6 +13,7 @@ from unmute_trio import metrics
 from unmute_trio.errors import ServiceError, ServiceProtocolError
 from unmute_trio.services.voice_cloning import clone_voice
 from unmute_trio.voices import public_voices
+from unmute_trio.web.page import index_response, install_page, wants_html
 from unmute_trio.web.state import AppState
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,12 @@ def error_response(status: int, detail: str) -> tuple[dict[str, str], int]:
 
 
 def install_routes(app: Quart) -> None:
+    install_page(app)
+
     @app.get("/")
-    async def root() -> dict[str, str]:
+    async def root() -> dict[str, str] | Response:
+        if wants_html(request.accept_mimetypes):
+            return await index_response()  # the built-in browser client (web/page.py)
         return {"message": "unmute-trio: connect a voice client to /v1/realtime"}
 
     @app.get("/metrics")

@@ -14,6 +14,7 @@ from unmute_trio.services.news import NewsClient
 from unmute_trio.settings import Settings
 from unmute_trio.voice_store import VoiceStore
 from unmute_trio.voices import VoiceSample
+from unmute_trio.web.drain import Drain
 
 
 class RealtimeSocket(Protocol):
@@ -46,3 +47,5 @@ class AppState:
     llm: LLMClient | None = None
     news: NewsClient | None = None
     active_sessions: int = 0
+    # Set when the server shuts down gracefully (web/drain.py); sessions watch it.
+    drain: Drain = dataclasses.field(default_factory=Drain)

@@ -1,0 +1,393 @@
+"""Capacity benchmark: how many concurrent voice sessions one server process holds in real time.
+
+    .venv/bin/python bench/capacity.py [--stages 1,10,25,50,75,100,125,150] [--json out.json]
+
+It starts, each in its own process: the simulated STT (one ``unmute-trio sim``), the simulated
+TTS and LLM (a second ``unmute-trio sim``), and one server (``unmute-trio serve``). Then, for
+each stage, load generators (``unmute-trio loadtest`` processes, at most
+``--users-per-generator`` users each, so the generator is not the bottleneck) hold that many
+concurrent conversations, and the script reads the server's CPU time and memory from /proc.
+
+A stage **holds real time** when the p99 gap between bot audio deltas is ≤ 100 ms, every
+conversation succeeded, and no reply started late (backend-added latency above
+``--late-start-ms``). The ramp stops after the first stage that does not hold (unless
+``--keep-going``) or when the time budget would be exceeded.
+
+Columns: sessions; whether real time held; server CPU seconds per session-second (CPU time of
+the server process over the stage ÷ the summed duration of its sessions); server RSS growth per
+session (peak RSS during the stage − RSS after the warm-up, ÷ sessions); backend-added latency
+p50/p99 (voice-to-voice − the simulators' designed latency, see unmute_trio.loadtest.floor);
+p99 audio gap; late frames; errors; CPU use of the server, simulators and generators (% of one
+core) — all of them share this machine's cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import sphn
+
+from unmute_trio.loadtest.procfs import (
+    children_cpu,
+    cpu_seconds,
+    machine,
+    machine_busy_seconds,
+    profile_summary,
+    rss_mib,
+    start_profiler,
+)
+from unmute_trio.loadtest.report import LoadTestReport, load_report, merge_reports
+from unmute_trio.testing.speech import speech_like
+
+MAX_GAP_S = 0.100
+SAMPLE_EVERY_S = 0.2
+SIM_LINE = re.compile(r"^(STT|TTS|LLM)\s+(\S+)")
+
+
+# ------------------------------------------------------------------ machine and codec
+
+
+def opus_frame_cost(frames: int = 500) -> dict[str, float]:
+    """µs to encode and to decode one 1920-sample (80 ms) frame of speech-like audio."""
+    pcm = speech_like(frames * 1920 / 24000, seed=7)
+    chunks = [pcm[i * 1920 : (i + 1) * 1920] for i in range(frames)]
+    writer = sphn.OpusStreamWriter(24000)
+    started = time.perf_counter()
+    pages = [writer.append_pcm(chunk) for chunk in chunks]
+    encode = (time.perf_counter() - started) / frames
+    reader = sphn.OpusStreamReader(24000)
+    started = time.perf_counter()
+    for page in pages:
+        reader.append_bytes(page)
+    decode = (time.perf_counter() - started) / frames
+    return {"encode_us": encode * 1e6, "decode_us": decode * 1e6}
+
+
+# ------------------------------------------------------------------ processes
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "unmute_trio", *args]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sims(name: str, logs: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    """An ``unmute-trio sim`` on ports chosen by the system; returns it and its URLs."""
+    ports = ("--stt-port", "0", "--tts-port", "0", "--llm-port", "0", "--voice-cloning-port", "0")
+    process = subprocess.Popen(
+        cli("sim", *ports, "--capacity", "5000", "--log-level", "WARNING"),
+        stdout=subprocess.PIPE,
+        stderr=(logs / f"{name}.log").open("w"),
+        text=True,
+    )
+    urls: dict[str, str] = {}
+    assert process.stdout is not None
+    for line in process.stdout:
+        if match := SIM_LINE.match(line):
+            urls[match.group(1)] = match.group(2)
+        if line.startswith("Simulators running"):
+            return process, urls
+    raise SystemExit(f"the {name} simulators did not start (see {logs / name}.log)")
+
+
+def start_server(env: dict[str, str], logs: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    log = (logs / "server.log").open("wb")
+    process = subprocess.Popen(
+        cli("serve", "--host", "127.0.0.1", "--port", str(port)),
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).json().get("ok"):
+                return process, port
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the server did not become healthy (see {logs / 'server.log'})")
+
+
+def stop(process: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# ------------------------------------------------------------------ one stage
+
+
+def run_stage(
+    sessions: int, args: argparse.Namespace, url: str, pids: dict[str, int], work: Path
+) -> tuple[LoadTestReport, dict[str, float]]:
+    """Hold ``sessions`` conversations at once; return the merged report and resource use."""
+    generators = math.ceil(sessions / args.users_per_generator)
+    ramp = min(args.max_ramp_seconds, 0.1 * sessions)
+    turns = args.single_session_turns if sessions == 1 else args.turns
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    children_before = children_cpu()
+    busy_before = machine_busy_seconds()
+    started = time.monotonic()
+    processes = []
+    for g in range(generators):
+        users = sessions // generators + (g < sessions % generators)
+        out = work / f"stage{sessions}-{g}.json"
+        command = cli(
+            "loadtest", "--url", url, "--users", str(users), "--turns", str(turns),
+            "--speech-seconds", str(args.speech_seconds), "--ramp-seconds", str(ramp),
+            "--delay-seconds", f"{g * ramp / sessions:.3f}", "--seed", str(g),
+            "--simulators", "--quiet", "--json", str(out),
+        )  # fmt: skip
+        processes.append((subprocess.Popen(command, stdout=subprocess.DEVNULL), out))
+    profiler = None
+    if args.profile_sessions == sessions:
+        profiler = start_profiler(pids["server"], work / f"profile-{sessions}.txt")
+    peak_rss = 0.0
+    # CPU time of each process at each sample, for the busiest second of the stage.
+    samples: list[tuple[float, dict[str, float]]] = []
+    while any(p.poll() is None for p, _ in processes):
+        peak_rss = max(peak_rss, rss_mib(pids["server"]))
+        samples.append((time.monotonic(), {n: cpu_seconds(pid) for n, pid in pids.items()}))
+        time.sleep(SAMPLE_EVERY_S)
+    wall = time.monotonic() - started
+    if profiler is not None:
+        stop(profiler)  # py-spy writes its samples on SIGINT
+    use = {f"{name}_cpu_s": cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+    use["generators_cpu_s"] = children_cpu() - children_before
+    # Everything else that ran on the machine meanwhile (other users, this script itself).
+    use["other_cpu_s"] = machine_busy_seconds() - busy_before - sum(use.values())
+    use["wall_s"] = wall
+    window = round(1.0 / SAMPLE_EVERY_S)
+    for name in pids:
+        use[f"{name}_peak_cpu_pct"] = max(
+            (
+                100 * (b[1][name] - a[1][name]) / (b[0] - a[0])
+                for a, b in zip(samples, samples[window:], strict=False)
+            ),
+            default=0.0,
+        )
+    use["peak_rss_mib"] = peak_rss
+    reports = [load_report(out.read_text()) for _, out in processes if out.exists()]
+    if len(reports) != len(processes):
+        raise SystemExit(f"a load generator of stage {sessions} wrote no report")
+    return merge_reports(reports), use
+
+
+def ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1000
+
+
+def stage_row(
+    sessions: int, report: LoadTestReport, use: dict[str, float], baseline_rss: float, late_s: float
+) -> dict[str, object]:
+    replies = report.turns(replies_only=True)
+    added = [t.backend_added for t in replies if t.backend_added is not None]
+    late_starts = sum(a > late_s for a in added)
+    summary = report.summary  # computed on each access: once here
+    gap_p99 = summary["audio_gap"].p99
+    session_seconds = sum(c.duration_s for c in report.conversations)
+    peak, mean_open = report.concurrency()
+    holds = (
+        report.ok_fraction == 1.0
+        and gap_p99 is not None
+        and gap_p99 <= MAX_GAP_S
+        and late_starts == 0
+    )
+
+    def pct(values: list[float], q: float) -> float | None:
+        return float(np.percentile(values, q)) * 1000 if values else None
+
+    v2v = [t.voice_to_voice for t in replies if t.voice_to_voice is not None]
+    return {
+        "sessions": sessions,
+        "holds_real_time": holds,
+        "peak_concurrent": peak,
+        "mean_concurrent": round(mean_open, 1),
+        "cpu_s_per_session_s": use["server_cpu_s"] / session_seconds,
+        "rss_mib_per_session": (use["peak_rss_mib"] - baseline_rss) / sessions,
+        "backend_added_p50_ms": pct(added, 50),
+        "backend_added_p99_ms": pct(added, 99),
+        "pause_added_p99_ms": ms(summary["pause_added"].p99),
+        "reply_added_p99_ms": ms(summary["reply_added"].p99),
+        "voice_to_voice_p50_ms": pct(v2v, 50),
+        "voice_to_voice_p99_ms": pct(v2v, 99),
+        "audio_gap_p99_ms": ms(gap_p99),
+        "late_frames": report.late_frames,
+        "frames": report.frames,
+        "late_turn_starts": late_starts,
+        "reply_turns": len(replies),
+        "errors": len(report.errors),
+        "error_examples": report.errors[:3],
+        "generator_lag_max_ms": report.max_send_lag_s * 1000,
+        "server_cpu_pct": 100 * use["server_cpu_s"] / use["wall_s"],
+        "sims_cpu_pct": 100 * (use["sims_stt_cpu_s"] + use["sims_tts_llm_cpu_s"]) / use["wall_s"],
+        "generators_cpu_pct": 100 * use["generators_cpu_s"] / use["wall_s"],
+        "other_cpu_pct": 100 * use["other_cpu_s"] / use["wall_s"],
+        "server_peak_cpu_pct": use["server_peak_cpu_pct"],  # the busiest second
+        "sims_stt_peak_cpu_pct": use["sims_stt_peak_cpu_pct"],
+        "sims_tts_llm_peak_cpu_pct": use["sims_tts_llm_peak_cpu_pct"],
+        "stage_wall_s": use["wall_s"],
+    }
+
+
+# ------------------------------------------------------------------ output
+
+
+def _f(value: object, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def table(rows: list[dict[str, object]]) -> str:
+    header = (
+        "| sessions | real time | peak open | server CPU s / session-s | RSS MiB / session "
+        "| backend-added p50 / p99 ms | voice-to-voice p50 ms | audio gap p99 ms "
+        "| late frames | late starts | errors | CPU % server / sims / generators / other "
+        "| busiest second CPU % server / STT sim / TTS+LLM sim |"
+    )
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['sessions']} | {'yes' if r['holds_real_time'] else 'NO'} "
+            f"| {r['peak_concurrent']} | {_f(r['cpu_s_per_session_s'], 4)} "
+            f"| {_f(r['rss_mib_per_session'], 2)} "
+            f"| {_f(r['backend_added_p50_ms'])} / {_f(r['backend_added_p99_ms'])} "
+            f"| {_f(r['voice_to_voice_p50_ms'], 0)} | {_f(r['audio_gap_p99_ms'])} "
+            f"| {r['late_frames']} / {r['frames']} | {r['late_turn_starts']} / {r['reply_turns']} "
+            f"| {r['errors']} | {_f(r['server_cpu_pct'], 0)} / {_f(r['sims_cpu_pct'], 0)} / "
+            f"{_f(r['generators_cpu_pct'], 0)} / {_f(r['other_cpu_pct'], 0)} "
+            f"| {_f(r['server_peak_cpu_pct'], 0)} / {_f(r['sims_stt_peak_cpu_pct'], 0)} / "
+            f"{_f(r['sims_tts_llm_peak_cpu_pct'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def summary_lines(result: dict[str, object]) -> list[str]:
+    rows: list[dict[str, object]] = result["stages"]  # type: ignore[assignment]
+    codec: dict[str, float] = result["opus_frame_cost"]  # type: ignore[assignment]
+    held = [r["sessions"] for r in rows if r["holds_real_time"]]
+    m = result["machine"]
+    floor_ms = 12.5 * (codec["encode_us"] + codec["decode_us"]) / 1000
+    return [
+        f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, "  # type: ignore[index]
+        f"Python {m['python']}; server, simulators and load generators share these CPUs",  # type: ignore[index]
+        f"Opus, one 80 ms frame (1920 samples): encode {codec['encode_us']:.0f} µs, decode "
+        f"{codec['decode_us']:.0f} µs -> codec floor {floor_ms:.1f} ms CPU per session-second "
+        f"({floor_ms / 1000:.4f} s/s) while the bot speaks",
+        f"largest stage holding real time: {max(held) if held else 'none'} sessions",
+    ]
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--stages", default="1,10,20,30,40,50,75,100,150", help="session counts, in order")
+    add("--turns", type=int, default=3, help="user turns per conversation (default 3)")
+    add("--single-session-turns", type=int, default=5, help="turns of the 1-session stage")
+    add("--speech-seconds", type=float, default=1.5)
+    add("--users-per-generator", type=int, default=40, help="users per loadtest process")
+    add("--max-ramp-seconds", type=float, default=5.0, help="spread of session starts")
+    add(
+        "--late-start-ms",
+        type=float,
+        default=250.0,
+        help="a reply whose backend-added latency exceeds this started late (default 250)",
+    )
+    add("--budget-minutes", type=float, default=9.0, help="skip stages that would overrun")
+    add("--keep-going", action="store_true", help="go on after a stage that fails")
+    add("--json", type=Path, help="write every figure here")
+    add("--profile-sessions", type=int, help="run py-spy on the server during this stage")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    begun = time.monotonic()
+    stages = [int(s) for s in args.stages.split(",")]
+    result: dict[str, object] = {"machine": machine(), "opus_frame_cost": opus_frame_cost()}
+    logs = Path(tempfile.mkdtemp(prefix="unmute-capacity-"))
+    print(f"logs and per-stage reports in {logs}", file=sys.stderr)
+    processes: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = []
+    try:
+        stt_sims, stt_urls = start_sims("sims_stt", logs)
+        processes.append(stt_sims)
+        tts_sims, tts_urls = start_sims("sims_tts_llm", logs)
+        processes.append(tts_sims)
+        env = {
+            "KYUTAI_STT_URL": stt_urls["STT"],
+            "KYUTAI_TTS_URL": tts_urls["TTS"],
+            "KYUTAI_LLM_URL": tts_urls["LLM"],
+            "UNMUTE_MAX_SESSIONS": "10000",
+            "UNMUTE_LOG_LEVEL": "WARNING",
+        }
+        server, port = start_server(env, logs)
+        processes.append(server)
+        url = f"ws://127.0.0.1:{port}/v1/realtime"
+        pids = {"server": server.pid, "sims_stt": stt_sims.pid, "sims_tts_llm": tts_sims.pid}
+        print("warm-up: 4 sessions", file=sys.stderr)
+        warm_args = argparse.Namespace(**{**vars(args), "turns": 1})
+        run_stage(4, warm_args, url, pids, logs)
+        baseline_rss = rss_mib(server.pid)
+        result["server_rss_after_warmup_mib"] = baseline_rss
+        rows: list[dict[str, object]] = []
+        result["stages"] = rows
+        last_stage_s = 0.0
+        for sessions in stages:
+            elapsed = time.monotonic() - begun
+            if rows and elapsed + last_stage_s * 1.2 > args.budget_minutes * 60:
+                print(f"stopping: stage {sessions} would exceed the time budget", file=sys.stderr)
+                break
+            print(f"stage: {sessions} sessions", file=sys.stderr)
+            report, use = run_stage(sessions, args, url, pids, logs)
+            row = stage_row(sessions, report, use, baseline_rss, args.late_start_ms / 1000)
+            rows.append(row)
+            last_stage_s = use["wall_s"]
+            profile = logs / f"profile-{sessions}.txt"
+            if args.profile_sessions == sessions and profile.exists():
+                row["profile"] = profile_summary(profile)
+                print("\n".join(row["profile"]), file=sys.stderr)
+            print(table([row]).splitlines()[-1], file=sys.stderr)
+            if not row["holds_real_time"] and not args.keep_going:
+                break
+    finally:
+        for process in reversed(processes):
+            stop(process)
+    result["wall_s"] = time.monotonic() - begun
+    print(table(result["stages"]))  # type: ignore[arg-type]
+    print()
+    for line in summary_lines(result):
+        print(line)
+    print(f"total wall time {result['wall_s']:.0f} s")
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
