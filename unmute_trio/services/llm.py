@@ -319,7 +319,7 @@ async def _drain(body: AsyncIterator[bytes]) -> None:
                 drained += len(chunk)
                 if drained > DRAIN_MAX_BYTES:
                     return
-        except httpx.TransportError:
+        except httpx.HTTPError:
             return  # the reply is complete; a broken tail only costs the connection
 
 

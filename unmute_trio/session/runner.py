@@ -65,10 +65,10 @@ from unmute_trio.web.state import AppState, RealtimeSocket
 
 log = logging.getLogger(__name__)
 
-# Decoded microphone audio waiting for the STT (items are ~960-sample pages, so ~2.5 s).
-# The reader waits when it is full, which pushes back on the client's socket; a flush that
-# finds it full means the STT has stalled for seconds, which ends the session.
+# Decoded microphone audio (and flush silence) waiting for the STT: items are ~960-sample
+# pages, so ~2.5 s. The reader waits when it is full, which pushes back on the client's socket.
 STT_QUEUE = 64
+CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 # Model auto-detection is one request, cached for the process; a session start does not wait
@@ -76,13 +76,6 @@ CLOSE_INTERNAL_ERROR = 1011
 MODEL_NAME_WAIT_S = 1.0
 GENERIC_LLM_NAME = "an open-weights language model"
 INTERNAL_ERROR_MESSAGE = "Something went wrong on the server. Please try again later."
-# Events that belong to a bot turn: dropped by the writer if that turn is cancelled meanwhile.
-_TURN_EVENT_TYPES = (
-    browser.UnmuteResponseTextDeltaReady,
-    browser.ResponseTextDelta,
-    browser.ResponseTextDone,
-    browser.ResponseAudioDone,
-)
 
 
 async def run_conversation(socket: RealtimeSocket, state: AppState) -> None:
@@ -106,6 +99,7 @@ class Session:
         self._opus_in = OpusInput()
         self._stt: SpeechToText | None = None
         self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
+        self._pending_flush_frames = 0
         self.recorder = Recorder.for_session(self.settings.recordings_dir)
         self.writer = ClientWriter(
             socket, is_cancelled=self._cancelled_turns.__contains__, on_sent=self._sent
@@ -128,21 +122,25 @@ class Session:
                 nursery.start_soon(self._write_then_end, nursery.cancel_scope)
                 nursery.start_soon(self._main)
                 nursery.start_soon(self._close_when_draining)
-        except* ClientTooSlow as group:
-            log.warning("closing a session whose client stopped reading: %s", group.exceptions[0])
-            metrics.FORCE_DISCONNECTS.inc()
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
+        except* Exception as group:
+            await self._end_after_exception(group)
+
+    async def _end_after_exception(self, group: BaseExceptionGroup[Exception]) -> None:
+        """One close for the whole group (a slow client can also break a turn's channels)."""
+        metrics.FORCE_DISCONNECTS.inc()
+        too_slow, others = group.split(ClientTooSlow)
+        with trio.move_on_after(1) as scope:
+            scope.shield = True
+            if too_slow is not None:
+                # The client is not reading: nothing more can be sent, only closed.
+                log.warning("closing a session whose client stopped reading: %s", too_slow)
                 await self._socket.close(CLOSE_POLICY_VIOLATION, "client too slow")
-        except* Exception:
-            log.exception("session failed unexpectedly")
+                return
+            log.error("session failed unexpectedly", exc_info=others)
             metrics.HARD_ERRORS.inc()
-            metrics.FORCE_DISCONNECTS.inc()
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
-                error = browser.make_error("fatal", INTERNAL_ERROR_MESSAGE)
-                await self._socket.send(browser.encode_event(error))
-                await self._socket.close(CLOSE_INTERNAL_ERROR, "internal error")
+            error = browser.make_error("fatal", INTERNAL_ERROR_MESSAGE)
+            await self._socket.send(browser.encode_event(error))
+            await self._socket.close(CLOSE_INTERNAL_ERROR, "internal error")
 
     async def _write_then_end(self, session_scope: trio.CancelScope) -> None:
         code, reason = await self.writer.run()
@@ -170,7 +168,7 @@ class Session:
                     nursery.start_soon(self._stt_sender, stt)
                     nursery.start_soon(self._stt_receiver, stt)
         except* ServiceError as group:
-            self._service_failed(group.exceptions[0], turn_id=None)  # type: ignore[arg-type]
+            self._service_failed(_first_leaf(group), turn_id=None)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -185,20 +183,19 @@ class Session:
 
     def _apply(self, action: Action, turn_id: int | None) -> None:
         if isinstance(action, Emit):
-            tag = turn_id if isinstance(action.event, _TURN_EVENT_TYPES) else None
+            tag = None if _is_fatal_error(action.event) else turn_id
             self.writer.send_event(action.event, turn_id=tag, droppable=action.droppable)
         elif isinstance(action, FlushStt):
-            silence = np.zeros(action.num_frames * moshi.SAMPLES_PER_FRAME, dtype=np.float32)
-            try:
-                self._stt_send.send_nowait(silence)
-            except trio.WouldBlock:
-                stalled = ServiceTimeout("stt", "the STT is not keeping up with the audio")
-                self._service_failed(stalled, turn_id=None)
+            # Sent by the client reader right after the frame that triggered it (pauses are
+            # decided on AudioReceived), waiting for room like any audio.
+            self._pending_flush_frames += action.num_frames
         elif isinstance(action, ResetPausePrediction):
             if self._stt is not None:
                 self._stt.reset_pause_prediction()
         elif isinstance(action, StartTurn):
             assert self._main_nursery is not None
+            # Created now, so a CancelTurn applied before the task runs is honoured by it.
+            self._turn_scopes[action.turn_id] = trio.CancelScope()
             self._running_turns.started()
             self._main_nursery.start_soon(self._run_turn, action)
         elif isinstance(action, CancelTurn):
@@ -211,8 +208,16 @@ class Session:
             if self.recorder is not None and not action.enabled:
                 self.recorder.delete()
         elif isinstance(action, CloseSession):
-            assert self._nursery is not None
-            self._nursery.start_soon(self._close_later, action)
+            if action.code != CLOSE_NORMAL:
+                # A failure: whatever the running turns still queue must not follow the error.
+                self._cancelled_turns.update(self._turn_scopes)
+            for scope in self._turn_scopes.values():
+                scope.cancel()
+            if action.delay_s > 0:
+                assert self._nursery is not None
+                self._nursery.start_soon(self._close_later, action)
+            else:
+                self.writer.close(action.code, action.reason)
 
     async def _close_later(self, action: CloseSession) -> None:
         await trio.sleep(action.delay_s)
@@ -241,14 +246,12 @@ class Session:
     # ------------------------------------------------------------------ turns
 
     async def _run_turn(self, start: StartTurn) -> None:
-        with trio.CancelScope() as scope:
-            self._turn_scopes[start.turn_id] = scope
+        with self._turn_scopes[start.turn_id] as scope:
             try:
                 await run_turn(self, start)
             except* ServiceError as group:
-                # The turn's nursery may wrap it; several (LLM and TTS) count as one failure.
-                error = group.exceptions[0]
-                self._service_failed(error, turn_id=start.turn_id)  # type: ignore[arg-type]
+                # Nested nurseries wrap it; several (LLM and TTS) count as one failure.
+                self._service_failed(_first_leaf(group), turn_id=start.turn_id)
             finally:
                 del self._turn_scopes[start.turn_id]
                 self._running_turns.finished()
@@ -263,9 +266,10 @@ class Session:
     # ------------------------------------------------------------------ STT
 
     async def _stt_sender(self, stt: SpeechToText) -> None:
-        async with self._stt_receive:
-            async for pcm in self._stt_receive:
-                await stt.send_audio(pcm)
+        # The queue is not closed when this task ends (the STT failed): the reader keeps
+        # sending into it until the session closes, instead of hitting a closed channel.
+        async for pcm in self._stt_receive:
+            await stt.send_audio(pcm)
 
     async def _stt_receiver(self, stt: SpeechToText) -> None:
         while True:
@@ -316,6 +320,9 @@ class Session:
         # follows this frame.
         await self._stt_send.send(pcm)
         self.dispatch(AudioReceived(len(pcm)))
+        if self._pending_flush_frames:
+            frames, self._pending_flush_frames = self._pending_flush_frames, 0
+            await self._stt_send.send(np.zeros(frames * moshi.SAMPLES_PER_FRAME, dtype=np.float32))
 
     async def _session_update(self, event: browser.SessionUpdate) -> None:
         self._record_client(event)
@@ -364,6 +371,16 @@ class Session:
     def _sent(self, event: BaseModel) -> None:
         if self.recorder is not None:
             self.recorder.record("server", event)
+
+
+def _first_leaf(group: BaseExceptionGroup[ServiceError]) -> ServiceError:
+    """The first ServiceError of a (possibly nested) group, as ``except*`` delivers them."""
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _is_fatal_error(event: BaseModel) -> bool:
+    return isinstance(event, browser.Error) and event.error.type == "fatal"
 
 
 def _announces_turn(action: Action) -> bool:
