@@ -1,6 +1,7 @@
 """Capacity benchmark: how many concurrent voice sessions one server process holds in real time.
 
-    .venv/bin/python bench/capacity.py [--stages 1,10,25,50,75,100,125,150] [--json out.json]
+    .venv/bin/python bench/capacity.py [--stages 1,10,20,30,40,50,75,100,150] [--pin-server]
+                                       [--json out.json] [--profile-sessions N]
 
 It starts, each in its own process: the simulated STT (one ``unmute-trio sim``), the simulated
 TTS and LLM (a second ``unmute-trio sim``), and one server (``unmute-trio serve``). Then, for
@@ -10,15 +11,18 @@ concurrent conversations, and the script reads the server's CPU time and memory 
 
 A stage **holds real time** when the p99 gap between bot audio deltas is ≤ 100 ms, every
 conversation succeeded, and no reply started late (backend-added latency above
-``--late-start-ms``). The ramp stops after the first stage that does not hold (unless
-``--keep-going``) or when the time budget would be exceeded.
+``--late-start-ms``). The ramp stops after ``--stop-after`` consecutive stages that do not
+hold (2 by default: on a shared machine one burst of someone else's work can spoil a stage),
+or when the time budget would be exceeded.
 
 Columns: sessions; whether real time held; server CPU seconds per session-second (CPU time of
 the server process over the stage ÷ the summed duration of its sessions); server RSS growth per
 session (peak RSS during the stage − RSS after the warm-up, ÷ sessions); backend-added latency
 p50/p99 (voice-to-voice − the simulators' designed latency, see unmute_trio.loadtest.floor);
-p99 audio gap; late frames; errors; CPU use of the server, simulators and generators (% of one
-core) — all of them share this machine's cores.
+p99 audio gap; late frames; late turn starts; errors; average CPU use of the server, the
+simulators, the generators and everything else on the machine (% of one core), and the busiest
+second of the server and of each simulator — all of them share this machine's cores
+(``--pin-server`` keeps the simulators and generators off the server's).
 """
 
 from __future__ import annotations
@@ -38,19 +42,19 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import sphn
 
 from unmute_trio.loadtest.procfs import (
     children_cpu,
     cpu_seconds,
     machine,
     machine_busy_seconds,
+    on_cpus,
+    opus_frame_cost,
     profile_summary,
     rss_mib,
     start_profiler,
 )
 from unmute_trio.loadtest.report import LoadTestReport, load_report, merge_reports
-from unmute_trio.testing.speech import speech_like
 
 MAX_GAP_S = 0.100
 SAMPLE_EVERY_S = 0.2
@@ -58,22 +62,6 @@ SIM_LINE = re.compile(r"^(STT|TTS|LLM)\s+(\S+)")
 
 
 # ------------------------------------------------------------------ machine and codec
-
-
-def opus_frame_cost(frames: int = 500) -> dict[str, float]:
-    """µs to encode and to decode one 1920-sample (80 ms) frame of speech-like audio."""
-    pcm = speech_like(frames * 1920 / 24000, seed=7)
-    chunks = [pcm[i * 1920 : (i + 1) * 1920] for i in range(frames)]
-    writer = sphn.OpusStreamWriter(24000)
-    started = time.perf_counter()
-    pages = [writer.append_pcm(chunk) for chunk in chunks]
-    encode = (time.perf_counter() - started) / frames
-    reader = sphn.OpusStreamReader(24000)
-    started = time.perf_counter()
-    for page in pages:
-        reader.append_bytes(page)
-    decode = (time.perf_counter() - started) / frames
-    return {"encode_us": encode * 1e6, "decode_us": decode * 1e6}
 
 
 # ------------------------------------------------------------------ processes
@@ -89,7 +77,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sims(name: str, logs: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+def start_sims(
+    name: str, logs: Path, cpus: set[int] | None
+) -> tuple[subprocess.Popen[str], dict[str, str]]:
     """An ``unmute-trio sim`` on ports chosen by the system; returns it and its URLs."""
     ports = ("--stt-port", "0", "--tts-port", "0", "--llm-port", "0", "--voice-cloning-port", "0")
     process = subprocess.Popen(
@@ -97,6 +87,7 @@ def start_sims(name: str, logs: Path) -> tuple[subprocess.Popen[str], dict[str, 
         stdout=subprocess.PIPE,
         stderr=(logs / f"{name}.log").open("w"),
         text=True,
+        preexec_fn=on_cpus(cpus),
     )
     urls: dict[str, str] = {}
     assert process.stdout is not None
@@ -108,7 +99,9 @@ def start_sims(name: str, logs: Path) -> tuple[subprocess.Popen[str], dict[str, 
     raise SystemExit(f"the {name} simulators did not start (see {logs / name}.log)")
 
 
-def start_server(env: dict[str, str], logs: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    env: dict[str, str], logs: Path, cpus: set[int] | None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     log = (logs / "server.log").open("wb")
     process = subprocess.Popen(
@@ -116,6 +109,7 @@ def start_server(env: dict[str, str], logs: Path) -> tuple[subprocess.Popen[byte
         env={**os.environ, **env},
         stdout=log,
         stderr=subprocess.STDOUT,
+        preexec_fn=on_cpus(cpus),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -162,7 +156,10 @@ def run_stage(
             "--delay-seconds", f"{g * ramp / sessions:.3f}", "--seed", str(g),
             "--simulators", "--quiet", "--json", str(out),
         )  # fmt: skip
-        processes.append((subprocess.Popen(command, stdout=subprocess.DEVNULL), out))
+        generator = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, preexec_fn=on_cpus(args.others_cpus)
+        )
+        processes.append((generator, out))
     profiler = None
     if args.profile_sessions == sessions:
         profiler = start_profiler(pids["server"], work / f"profile-{sessions}.txt")
@@ -289,15 +286,18 @@ def summary_lines(result: dict[str, object]) -> list[str]:
     rows: list[dict[str, object]] = result["stages"]  # type: ignore[assignment]
     codec: dict[str, float] = result["opus_frame_cost"]  # type: ignore[assignment]
     held = [r["sessions"] for r in rows if r["holds_real_time"]]
+    missed = [r["sessions"] for r in rows if not r["holds_real_time"]]
     m = result["machine"]
     floor_ms = 12.5 * (codec["encode_us"] + codec["decode_us"]) / 1000
     return [
         f"machine: {m['cpus']} CPUs ({m['cpu_model']}), {m['ram_gib']} GiB RAM, "  # type: ignore[index]
-        f"Python {m['python']}; server, simulators and load generators share these CPUs",  # type: ignore[index]
+        f"Python {m['python']}; server, simulators and load generators share these CPUs"
+        + (" (server pinned to one CPU, the rest on the others)" if result["pinned"] else ""),  # type: ignore[index]
         f"Opus, one 80 ms frame (1920 samples): encode {codec['encode_us']:.0f} µs, decode "
         f"{codec['decode_us']:.0f} µs -> codec floor {floor_ms:.1f} ms CPU per session-second "
         f"({floor_ms / 1000:.4f} s/s) while the bot speaks",
-        f"largest stage holding real time: {max(held) if held else 'none'} sessions",
+        f"largest stage holding real time: {max(held) if held else 'none'} sessions"
+        f" (stages that did not: {', '.join(map(str, missed)) or 'none'})",
     ]
 
 
@@ -320,24 +320,36 @@ def parse_args() -> argparse.Namespace:
         help="a reply whose backend-added latency exceeds this started late (default 250)",
     )
     add("--budget-minutes", type=float, default=9.0, help="skip stages that would overrun")
-    add("--keep-going", action="store_true", help="go on after a stage that fails")
+    add("--stop-after", type=int, default=2, help="consecutive failing stages that end the ramp")
     add("--json", type=Path, help="write every figure here")
     add("--profile-sessions", type=int, help="run py-spy on the server during this stage")
+    add(
+        "--pin-server",
+        action="store_true",
+        help="run the server on the last CPU and the simulators and generators on the others",
+    )
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    args.server_cpus = args.others_cpus = None
+    if args.pin_server:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin-server needs at least 2 CPUs")
+        args.server_cpus, args.others_cpus = {cpus[-1]}, set(cpus[:-1])
     begun = time.monotonic()
     stages = [int(s) for s in args.stages.split(",")]
     result: dict[str, object] = {"machine": machine(), "opus_frame_cost": opus_frame_cost()}
+    result["pinned"] = args.pin_server
     logs = Path(tempfile.mkdtemp(prefix="unmute-capacity-"))
     print(f"logs and per-stage reports in {logs}", file=sys.stderr)
     processes: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = []
     try:
-        stt_sims, stt_urls = start_sims("sims_stt", logs)
+        stt_sims, stt_urls = start_sims("sims_stt", logs, args.others_cpus)
         processes.append(stt_sims)
-        tts_sims, tts_urls = start_sims("sims_tts_llm", logs)
+        tts_sims, tts_urls = start_sims("sims_tts_llm", logs, args.others_cpus)
         processes.append(tts_sims)
         env = {
             "KYUTAI_STT_URL": stt_urls["STT"],
@@ -346,7 +358,7 @@ def main() -> int:
             "UNMUTE_MAX_SESSIONS": "10000",
             "UNMUTE_LOG_LEVEL": "WARNING",
         }
-        server, port = start_server(env, logs)
+        server, port = start_server(env, logs, args.server_cpus)
         processes.append(server)
         url = f"ws://127.0.0.1:{port}/v1/realtime"
         pids = {"server": server.pid, "sims_stt": stt_sims.pid, "sims_tts_llm": tts_sims.pid}
@@ -358,6 +370,7 @@ def main() -> int:
         rows: list[dict[str, object]] = []
         result["stages"] = rows
         last_stage_s = 0.0
+        failing = 0
         for sessions in stages:
             elapsed = time.monotonic() - begun
             if rows and elapsed + last_stage_s * 1.2 > args.budget_minutes * 60:
@@ -373,7 +386,8 @@ def main() -> int:
                 row["profile"] = profile_summary(profile)
                 print("\n".join(row["profile"]), file=sys.stderr)
             print(table([row]).splitlines()[-1], file=sys.stderr)
-            if not row["holds_real_time"] and not args.keep_going:
+            failing = 0 if row["holds_real_time"] else failing + 1
+            if failing >= args.stop_after:
                 break
     finally:
         for process in reversed(processes):

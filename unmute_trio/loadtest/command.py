@@ -19,6 +19,7 @@ from unmute_trio.loadtest.runner import (
     AUTO_VOICE,
     LoadTestConfig,
     LoadTestError,
+    http_base,
     run_load_test,
 )
 from unmute_trio.loadtest.table import format_summary, write_histogram
@@ -138,10 +139,15 @@ def run_loadtest_command(args: argparse.Namespace) -> int:
     # server's.
     gc.collect()
     gc.freeze()
+    failure: BaseException | None = None
+    report: LoadTestReport | None = None
     try:
+        http_base(config.url)  # a bad URL is reported before anything starts
         report = trio.run(_run_until_interrupted, config, args.quiet)
-    except LoadTestError as e:
-        print(f"unmute-trio loadtest: {e}", file=sys.stderr)
+    except* LoadTestError as group:  # raised inside the run's nursery: a group
+        failure = group.exceptions[0]
+    if failure is not None:
+        print(f"unmute-trio loadtest: {failure}", file=sys.stderr)
         return 1
     if report is None:
         print("unmute-trio loadtest: interrupted before it started", file=sys.stderr)

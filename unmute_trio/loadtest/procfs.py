@@ -1,5 +1,6 @@
-"""Process and machine figures for benchmarks, read from Linux's /proc, and a py-spy profile
-summary. Used by ``bench/capacity.py``; Linux only."""
+"""Figures for benchmarks: processes and the machine (from Linux's /proc), the Opus codec's
+cost per frame, CPU pinning, and a py-spy profile summary. Used by ``bench/capacity.py``;
+Linux only."""
 
 from __future__ import annotations
 
@@ -9,7 +10,13 @@ import re
 import resource
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import sphn
+
+from unmute_trio.testing.speech import speech_like
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _LINE_NUMBER = re.compile(r":\d+\)$")  # py-spy frames: "function (file.py:123)"
@@ -90,3 +97,26 @@ def profile_summary(path: Path, top: int = 25) -> list[str]:
     for frame, n in sorted(below.items(), key=lambda kv: -kv[1])[: top * 2]:
         lines.append(f"  {100 * n / total:5.1f}% {frame}")
     return lines
+
+
+def opus_frame_cost(frames: int = 500) -> dict[str, float]:
+    """µs to encode and to decode one 1920-sample (80 ms) frame of speech-like audio."""
+    pcm = speech_like(frames * 1920 / 24000, seed=7)
+    chunks = [pcm[i * 1920 : (i + 1) * 1920] for i in range(frames)]
+    writer = sphn.OpusStreamWriter(24000)
+    started = time.perf_counter()
+    pages = [writer.append_pcm(chunk) for chunk in chunks]
+    encode = (time.perf_counter() - started) / frames
+    reader = sphn.OpusStreamReader(24000)
+    started = time.perf_counter()
+    for page in pages:
+        reader.append_bytes(page)
+    decode = (time.perf_counter() - started) / frames
+    return {"encode_us": encode * 1e6, "decode_us": decode * 1e6}
+
+
+def on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that pins the child process to ``cpus`` (None: no pinning)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)

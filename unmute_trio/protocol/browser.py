@@ -9,7 +9,7 @@ events serialised with :func:`encode_server_event`. Names are the Realtime API *
 from __future__ import annotations
 
 import json
-import secrets
+import random
 import string
 from typing import Annotated, Any, Literal
 
@@ -19,10 +19,13 @@ from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.instructions import Instructions
 
 _ID_ALPHABET = string.ascii_letters + string.digits
+# Event ids only need to be distinct, not secret; one choices() call per event instead of 21
+# calls into the OS (profiled at ~4% of server CPU under load).
+_ID_RNG = random.Random()
 
 
 def random_event_id() -> str:
-    return "event_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(21))
+    return "event_" + "".join(_ID_RNG.choices(_ID_ALPHABET, k=21))
 
 
 class _Event(BaseModel):
