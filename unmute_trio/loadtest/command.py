@@ -13,6 +13,7 @@ from pathlib import Path
 
 import trio
 
+from unmute_trio.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from unmute_trio.loadtest.floor import SimulatorLatencies
 from unmute_trio.loadtest.report import LoadTestReport
 from unmute_trio.loadtest.runner import (
@@ -32,47 +33,47 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
     sims = SimulatorLatencies()
     add = parser.add_argument
     add("--url", default="ws://localhost:8000/v1/realtime", help="(default %(default)s)")
-    add("--users", type=_positive_int, default=d.users, help="concurrent users (default 1)")
+    add("--users", type=positive_int, default=d.users, help="concurrent users (default 1)")
     add(
         "--conversations",
-        type=_positive_int,
+        type=positive_int,
         help="conversations in total, shared by the users (default: one per user)",
     )
     add(
         "--turns",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=d.turns,
         help="user turns per conversation "
         "after the greeting, each answered by the bot (default %(default)s)",
     )
     add(
         "--speech-seconds",
-        type=_positive_float,
+        type=positive_float,
         default=d.speech_s,
         help="length of each user utterance, rounded up to 80 ms frames (default %(default)s)",
     )
     add(
         "--think-seconds",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=d.think_s,
         help="silence between the end of the bot's playback and the user's next utterance "
         "(default %(default)s)",
     )
     add(
         "--ramp-seconds",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=d.ramp_s,
         help="spread the users' first conversations over this long (default %(default)s)",
     )
     add(
         "--delay-seconds",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=d.delay_s,
         help="wait this long before the first conversation (default %(default)s)",
     )
     add(
         "--turn-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=d.turn_timeout_s,
         metavar="SECONDS",
         help="a reply not finished within this fails the conversation (default %(default)s)",
@@ -92,14 +93,14 @@ def add_loadtest_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--sim-llm-ttft",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=sims.llm_ttft_s,
         metavar="SECONDS",
         help="the simulated LLM's --llm-ttft (default %(default)s)",
     )
     add(
         "--sim-llm-tokens-per-second",
-        type=_positive_float,
+        type=positive_float,
         default=sims.llm_tokens_per_s,
         help="the simulated LLM's --llm-tokens-per-second (default %(default)s)",
     )
@@ -192,31 +193,3 @@ async def _run_until_interrupted(config: LoadTestConfig, quiet: bool) -> LoadTes
         )
         nursery.cancel_scope.cancel()
     return report
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a non-negative number")
-    return value

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import trio
 
+from unmute_trio.argtypes import non_negative_float, positive_float, positive_int
 from unmute_trio.testing.llm_sim import LlmSimConfig, LlmSimulator
 from unmute_trio.testing.stt_sim import SttSimConfig, SttSimulator
 from unmute_trio.testing.tts_sim import TtsSimConfig, TtsSimulator
@@ -148,7 +149,7 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--capacity",
-        type=_positive_int,
+        type=positive_int,
         default=d.stt.capacity,
         help="concurrent streams the STT and the TTS each accept (default %(default)s)",
     )
@@ -162,14 +163,14 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--llm-ttft",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=d.llm.ttft_s,
         metavar="SECONDS",
         help="LLM time to first token (default %(default)s)",
     )
     parser.add_argument(
         "--llm-tokens-per-second",
-        type=_positive_float,
+        type=positive_float,
         default=d.llm.tokens_per_s,
         help="LLM streaming speed (default %(default)s)",
     )
@@ -181,13 +182,13 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tts-realtime-factor",
-        type=_positive_float,
+        type=positive_float,
         default=d.tts.realtime_factor,
         help="how much faster than real time the TTS generates audio (default %(default)s)",
     )
     parser.add_argument(
         "--voice-cloning-delay",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=d.voice_cloning.delay_s,
         metavar="SECONDS",
         help="delay before each voice-cloning answer (default %(default)s)",
@@ -200,7 +201,7 @@ def add_sim_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--status-interval",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=0.0,
         metavar="SECONDS",
         help="log the open connections of each simulator this often (default 0: never)",
@@ -312,24 +313,3 @@ def _read_replies(path: Path) -> dict[str, str]:
     ):
         raise ValueError(f'the replies {path} must be a JSON object {{"message": "reply"}}')
     return replies
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive whole number")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a non-negative number")
-    return value
