@@ -44,6 +44,17 @@ fi
 
 echo "test-deps: installing ${missing[*]} (Debian packages, for the browser end-to-end test)"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# A mirror can fail for a moment; three tries before giving up.
+for attempt in 1 2 3; do
+    if apt-get update -qq && apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    then
+        break
+    fi
+    if [[ $attempt == 3 ]]; then
+        echo "test-deps: could not install ${packages[*]} with apt-get" >&2
+        exit 1
+    fi
+    echo "test-deps: apt-get failed (try $attempt of 3); retrying in 5 s" >&2
+    sleep 5
+done
 echo "test-deps: $("$chromium" --version 2>/dev/null || echo 'chromium installed')"
