@@ -9,7 +9,12 @@ import trio.lowlevel
 from trio_websocket import ConnectionClosed
 
 from tests.session_helpers import greet, wait_service_connections_closed
-from unmute_trio.conversation.events import CancelTurn, StartTurn
+from unmute_trio.conversation.events import (
+    AudioReceived,
+    CancelTurn,
+    SessionUpdated,
+    StartTurn,
+)
 from unmute_trio.session.runner import Session
 from unmute_trio.testing.harness import conversation_stack
 from unmute_trio.testing.speech import silence
@@ -74,3 +79,39 @@ async def test_a_turn_cancelled_before_its_task_runs_never_starts(virtual_clock)
             nursery.cancel_scope.cancel()
         assert [r for r in stack.llm.requests if r.path == "/v1/chat/completions"] == []
         assert len(stack.tts.connections_log) == 0
+
+
+class RecordingSocket(SilentSocket):
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.closed: tuple[int, str] | None = None
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self, code: int, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+
+async def test_no_reply_is_announced_while_the_server_drains(virtual_clock) -> None:
+    """During a drain no new reply starts; its response.created used to be sent anyway, so the
+    client saw a reply announced that never came."""
+    async with conversation_stack() as stack:
+        socket = RecordingSocket()
+        session = Session(socket, stack.state)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            with trio.fail_after(10):
+                while session._main_nursery is None:
+                    await trio.sleep(0.01)
+            stack.state.drain.begin("test")
+            # The events that start the greeting, in the same scheduler pass as the drain.
+            session.dispatch(SessionUpdated("a prompt", voice=None, allow_recording=False))
+            session.dispatch(AudioReceived(1920))
+            assert session._running_turns.count == 0
+            with trio.fail_after(10):
+                while socket.closed is None:
+                    await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+        assert socket.closed[0] == 1001
+        assert not [t for t in socket.sent if '"response.created"' in t]
