@@ -408,6 +408,15 @@ def test_goodbye_only_at_the_very_end_of_what_was_spoken() -> None:
     s2.step(0.1)
     s2.audio_until(3.5)  # interrupted by VAD before the TTS played it
     assert s2.m.state is State.WAITING_FOR_USER
+    s3 = Script()
+    s3.setup()
+    s3.audio()
+    s3(LlmWord(1, "Bye!"))  # the LLM wrote it, the turn ended, but it was never spoken
+    s3(LlmDone(1))
+    actions = s3(TurnAudioFinished(1))
+    assert AUDIO_DONE in actions  # the live turn really ended here
+    assert not any(isinstance(a, CloseSession) for a in actions)
+    assert s3.m.state is State.WAITING_FOR_USER
 
 
 # ------------------------------------------------------------------------ session updates

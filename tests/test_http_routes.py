@@ -7,6 +7,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import make_stub_service, replace
+from unmute_trio.services.health import HealthChecker
 from unmute_trio.settings import Settings
 
 
@@ -128,18 +129,24 @@ async def test_health_sends_llm_key_only_when_configured(serve, serve_stub, all_
     assert headers_b["Authorization"] == "Bearer sk-test"
 
 
-async def test_health_result_is_cached_briefly(serve, serve_stub, all_down_settings) -> None:
+async def test_health_result_is_cached_briefly(
+    serve_stub, all_down_settings, virtual_clock
+) -> None:
+    # On virtual time, so the 0.5 s cache window does not depend on how loaded the machine is.
     stub = make_stub_service()
-    settings = replace(all_down_settings, llm_url=await serve_stub(stub), llm_model="stub-model")
-    base = await serve(settings)
-    async with httpx.AsyncClient(base_url=base) as c:
+    settings = replace(all_down_settings, llm_url=await serve_stub(stub), health_timeout_s=30)
+    async with httpx.AsyncClient() as http:
+        checker = HealthChecker(settings, http)
         async with trio.open_nursery() as nursery:
             for _ in range(5):
-                nursery.start_soon(c.get, "/v1/health")
+                nursery.start_soon(checker.check)
         assert len(stub.config["seen_headers"]) == 1  # one probe served five concurrent callers
-        await trio.sleep(0.6)
-        await c.get("/v1/health")
-    assert len(stub.config["seen_headers"]) == 2
+        await trio.sleep(0.4)
+        await checker.check()
+        assert len(stub.config["seen_headers"]) == 1  # still fresh
+        await trio.sleep(0.2)
+        await checker.check()
+        assert len(stub.config["seen_headers"]) == 2  # expired after 0.5 s
 
 
 async def test_voices_lists_good_voices_without_comment(serve, all_down_settings) -> None:

@@ -276,8 +276,9 @@ async def test_leaving_the_block_early_closes_the_http_stream(nursery: trio.Nurs
 async def test_client_is_reusable_after_a_cancelled_stream(nursery: trio.Nursery, http) -> None:
     sim, url = await start_sim(nursery, tokens_per_s=20)
     llm = client(url, http)
-    with trio.move_on_after(0.1):
+    with trio.move_on_after(0.1) as scope:
         await collect(llm)
+    assert scope.cancelled_caught  # the stream was really cut off mid-reply
     await wait_until_closed(sim)
     sim.config.tokens_per_s = math.inf
     assert "".join(await collect(llm)) == default_reply("I like trains")

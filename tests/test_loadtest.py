@@ -10,6 +10,7 @@ import pytest
 import sphn
 import trio
 
+from tests.conftest import closed_port
 from unmute_trio.loadtest.floor import (
     SimulatorLatencies,
     frame_aligned_length,
@@ -80,7 +81,7 @@ async def test_two_users_complete_with_every_measurement(virtual_clock) -> None:
 async def test_unhealthy_server_is_refused_before_any_conversation(virtual_clock) -> None:
     # The voice-cloning URL is closed in this stack; health only needs STT, TTS and LLM, so
     # point the STT somewhere closed instead.
-    async with conversation_stack(stt_url="ws://127.0.0.1:9") as stack:
+    async with conversation_stack(stt_url=f"ws://127.0.0.1:{closed_port()}") as stack:
         config = LoadTestConfig(url=stack.realtime_url, users=1)
         with trio.fail_after(60), pytest.raises(LoadTestError, match="not up"):
             await run_load_test(config)

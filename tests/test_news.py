@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import socket
 from typing import Any
@@ -86,9 +87,11 @@ async def test_headlines_are_fetched_validated_and_cached(
     }
     assert first[1]["source"] == {"id": None, "name": "The Verge"}
     # Callers get copies: editing one does not change what the next caller sees.
+    assert first is not second and first[0]["source"] is not second[0]["source"]
+    snapshot = copy.deepcopy(first)
     first[0]["source"]["name"] = "edited"
     first.clear()
-    assert (await news.headlines()) == second
+    assert (await news.headlines()) == snapshot
 
 
 async def test_concurrent_callers_share_one_request(

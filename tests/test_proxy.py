@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from quart import websocket
+from quart import request, websocket
 from trio_websocket import open_websocket_url
 
 from tests.conftest import replace
@@ -48,6 +48,12 @@ async def serve_recording(
         await protocol_only_session(socket, st)
 
     app = create_app(settings, session_runner=recording_session)
+
+    @app.get("/test-echo-request")
+    async def echo_request() -> dict[str, str]:
+        # How the app saw a plain HTTP request (scheme and client after the proxy rewrite).
+        return {"scheme": request.scheme, "remote_addr": request.remote_addr or ""}
+
     port = await nursery.start(functools.partial(serve_app, app, **config))
     return f"127.0.0.1:{port}", seen
 
@@ -114,9 +120,15 @@ async def test_http_requests_behind_an_https_proxy(
 ) -> None:
     settings = replace(all_down_settings, trusted_proxy_hops=1)
     address, _ = await serve_recording(nursery, settings)
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "198.51.100.7"}
     async with httpx.AsyncClient(timeout=2) as http:
-        response = await http.get(f"http://{address}/", headers={"X-Forwarded-Proto": "https"})
-    assert response.status_code == 200
+        response = await http.get(f"http://{address}/test-echo-request", headers=headers)
+        ws_scheme = await http.get(
+            f"http://{address}/test-echo-request", headers={"X-Forwarded-Proto": "wss"}
+        )
+    assert response.json() == {"scheme": "https", "remote_addr": "198.51.100.7"}
+    # A WebSocket scheme from the proxy becomes its HTTP counterpart for an HTTP request.
+    assert ws_scheme.json()["scheme"] == "https"
 
 
 @pytest.mark.parametrize("path", ["/api/v1/realtime", "/v1/realtime"])
