@@ -224,3 +224,68 @@ def test_decoders_reject_garbage_with_typed_errors() -> None:
         moshi.decode_stt_server(msgpack.packb({"type": "Word", "text": "x"}))
     with pytest.raises(WireFormatError):
         moshi.decode_stt_server(b"\x00")  # the legacy end-of-stream byte is not a message
+
+
+# Expected bytes written by hand from the msgpack spec (fixmap 0x8N, fixstr 0xaN, float 64
+# 0xcb, float 32 0xca, array16 0xdc, positive fixint), independent of any msgpack encoder: the
+# layout rmp_serde gives moshi-server's structs (a map, "type" first, fields in order).
+def _s(text: str) -> bytes:
+    return bytes([0xA0 | len(text)]) + text.encode()
+
+
+HAND_WRITTEN = [
+    (moshi.Ready(), b"\x81" + _s("type") + _s("Ready")),
+    (
+        moshi.Word(text="hi", start_time=1.5),
+        b"\x83"
+        + _s("type")
+        + _s("Word")
+        + _s("text")
+        + _s("hi")
+        + _s("start_time")
+        + b"\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00",
+    ),
+    (
+        moshi.EndWord(stop_time=2.0),
+        b"\x82" + _s("type") + _s("EndWord") + _s("stop_time") + b"\xcb\x40\x00" + b"\x00" * 6,
+    ),
+    (
+        moshi.Step(step_idx=3, prs=[0.5, 1.0], buffered_pcm=7),
+        b"\x84"
+        + _s("type")
+        + _s("Step")
+        + _s("step_idx")
+        + b"\x03"
+        + _s("prs")
+        + b"\x92\xca\x3f\x00\x00\x00\xca\x3f\x80\x00\x00"
+        + _s("buffered_pcm")
+        + b"\x07",
+    ),
+    (
+        moshi.TextOut(text="a", start_s=0.5, stop_s=1.0),
+        b"\x84"
+        + _s("type")
+        + _s("Text")
+        + _s("text")
+        + _s("a")
+        + _s("start_s")
+        + b"\xcb\x3f\xe0"
+        + b"\x00" * 6
+        + _s("stop_s")
+        + b"\xcb\x3f\xf0"
+        + b"\x00" * 6,
+    ),
+]
+
+
+@pytest.mark.parametrize(("msg", "expected"), HAND_WRITTEN, ids=lambda v: getattr(v, "type", ""))
+def test_moshi_layout_against_hand_written_bytes(msg, expected: bytes) -> None:
+    assert moshi.encode(msg) == expected
+
+
+def test_audio_header_against_hand_written_bytes() -> None:
+    packed = moshi.encode(moshi.Audio(pcm=np.full(1920, 0.5, dtype=np.float32)))
+    head = b"\x82" + _s("type") + _s("Audio") + _s("pcm") + b"\xdc\x07\x80"  # array16 of 1920
+    assert packed.startswith(head)
+    assert packed[len(head) :] == b"\xca\x3f\x00\x00\x00" * 1920
+    assert len(packed) == len(head) + 5 * 1920
