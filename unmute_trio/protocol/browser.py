@@ -182,9 +182,11 @@ _SERVER_ADAPTER: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 def parse_client_event(text: str | bytes) -> ClientEvent:
     """Parse one WebSocket text frame from a client.
 
-    Raises :class:`WireFormatError` for invalid JSON or an invalid event; its ``details`` say
-    what was wrong (pydantic's error list, without echoing the input back).
+    Raises :class:`WireFormatError` for a binary frame, invalid JSON or an invalid event; its
+    ``details`` say what was wrong (pydantic's error list, without echoing the input back).
     """
+    if isinstance(text, bytes):
+        raise WireFormatError("Binary frames are not supported: send JSON events as text frames")
     try:
         data = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -208,6 +210,11 @@ def parse_server_event(text: str | bytes) -> ServerEvent:
 def encode_event(event: BaseModel) -> str:
     """Serialise an event to the JSON text sent on the WebSocket (nulls kept, as the original)."""
     return event.model_dump_json()
+
+
+def invalid_request_error(error: WireFormatError) -> Error:
+    """The ``error`` event answering a frame that :func:`parse_client_event` rejected."""
+    return make_error("invalid_request_error", error.message, details=error.details)
 
 
 def make_error(

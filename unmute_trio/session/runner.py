@@ -283,14 +283,10 @@ class Session:
 
     async def _client_reader(self) -> None:
         while True:
-            frame = await self._socket.receive()
-            if isinstance(frame, bytes):
-                self._invalid("Binary frames are not supported: send JSON events as text frames")
-                continue
             try:
-                event = browser.parse_client_event(frame)
+                event = browser.parse_client_event(await self._socket.receive())
             except WireFormatError as e:
-                self._invalid(e.message, e.details)
+                self.writer.send_event(browser.invalid_request_error(e))
                 continue
             if isinstance(event, browser.InputAudioBufferAppend):
                 await self._audio_in(event.audio)
@@ -299,15 +295,11 @@ class Session:
             else:
                 self._record_client(event)
 
-    def _invalid(self, message: str, details: object = None) -> None:
-        error = browser.make_error("invalid_request_error", message, details=details)
-        self.writer.send_event(error)
-
     async def _audio_in(self, b64: str) -> None:
         try:
             pcm = self._opus_in.feed(b64)
         except AudioInputError as e:
-            self._invalid(str(e))
+            self.writer.send_event(browser.make_error("invalid_request_error", str(e)))
             return
         if self.recorder is not None:
             self.recorder.record(

@@ -16,7 +16,6 @@ of that turn reaches the client.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -113,10 +112,10 @@ class ClientWriter:
             if item.turn_id is not None and self._is_cancelled(item.turn_id):
                 continue
             if isinstance(item, _Audio):
-                ogg = self._encoder.encode(item.pcm)
-                if not ogg:
+                delta = self._encoder.encode_base64(item.pcm)
+                if delta is None:
                     continue  # the encoder buffers until it has a whole Opus packet
-                event: BaseModel = ResponseAudioDelta(delta=base64.b64encode(ogg).decode())
+                event: BaseModel = ResponseAudioDelta(delta=delta)
             else:
                 event = item.event
             await self._socket.send(encode_event(event))

@@ -25,6 +25,7 @@ from unmute_trio.protocol.browser import (
     SessionUpdate,
     SessionUpdated,
     encode_event,
+    invalid_request_error,
     make_error,
     parse_client_event,
 )
@@ -100,23 +101,10 @@ async def protocol_only_session(socket: RealtimeSocket, st: AppState) -> None:
     protocol tests and as the smallest example of a :data:`SessionRunner`.
     """
     while True:
-        frame = await socket.receive()
-        if isinstance(frame, bytes):
-            await socket.send(
-                encode_event(
-                    make_error(
-                        "invalid_request_error",
-                        "Binary frames are not supported: send JSON events as text frames",
-                    )
-                )
-            )
-            continue
         try:
-            event = parse_client_event(frame)
+            event = parse_client_event(await socket.receive())
         except WireFormatError as e:
-            await socket.send(
-                encode_event(make_error("invalid_request_error", e.message, details=e.details))
-            )
+            await socket.send(encode_event(invalid_request_error(e)))
             continue
         if isinstance(event, SessionUpdate):
             await socket.send(encode_event(SessionUpdated(session=event.session)))
