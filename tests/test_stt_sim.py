@@ -20,6 +20,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests.local_engines import config_fields, local_stt_engine
 from unmute_trio.testing.sim_base import BUILD_INFO
 from unmute_trio.testing.speech import EnergyDetector, silence, speech_like
 from unmute_trio.testing.stt_sim import (
@@ -35,10 +36,25 @@ TIMEOUT_S = 5  # every wait is bounded so a hang fails fast
 StartSim = Callable[..., Awaitable[tuple[SttSimulator, str]]]
 
 
-@pytest.fixture
-def start_sim(nursery: trio.Nursery) -> StartSim:
+@pytest.fixture(params=["simulator", "local"])
+def start_sim(request: pytest.FixtureRequest, nursery: trio.Nursery) -> StartSim:
+    """One protocol suite, two implementations: the simulator and the local engine (real
+    models). Tests marked ``simulator_only`` check the simulator's scripted behaviour; a test
+    that sets a simulator-only option is skipped for the engine."""
+    local = request.param == "local"
+    if local and request.node.get_closest_marker("simulator_only"):
+        pytest.skip("checks the simulator's scripted behaviour")
+
     async def _start(**config: Any) -> tuple[SttSimulator, str]:
-        sim = SttSimulator(SttSimConfig(**config))
+        if local:
+            from unmute_trio.engines.stt_server import LocalSttConfig
+
+            options = set(config) - config_fields(LocalSttConfig)
+            if options:
+                pytest.skip(f"simulator-only options: {sorted(options)}")
+            sim: Any = local_stt_engine(**config)
+        else:
+            sim = SttSimulator(SttSimConfig(**config))
         port = await nursery.start(sim.serve)
         return sim, f"ws://127.0.0.1:{port}/api/asr-streaming"
 
@@ -139,6 +155,7 @@ async def test_capacity_error_then_close(start_sim: StartSim) -> None:
             assert (await receive(third))["type"] == "Ready"
 
 
+@pytest.mark.simulator_only
 async def test_speech_then_silence_transcribes_first_utterance(start_sim: StartSim) -> None:
     sim, url = await start_sim()
     pcm = np.concatenate([speech_like(1.5, seed=3), silence(2.5)])  # 50 frames
@@ -172,6 +189,7 @@ async def test_speech_then_silence_transcribes_first_utterance(start_sim: StartS
     assert sim.connections_log[-1].words_sent == DEFAULT_STT_SCRIPT[0].split()
 
 
+@pytest.mark.simulator_only
 async def test_marker_echoed_after_audio_plus_delay(start_sim: StartSim) -> None:
     _, url = await start_sim()
     pcm = np.concatenate([speech_like(1.0), silence(1.0)])
@@ -188,6 +206,7 @@ async def test_marker_echoed_after_audio_plus_delay(start_sim: StartSim) -> None
     assert words_before and max(words_before) <= 1.0
 
 
+@pytest.mark.simulator_only
 async def test_wire_format_is_byte_exact(start_sim: StartSim) -> None:
     _, url = await start_sim()
     pcm = np.concatenate([speech_like(1.0), silence(1.0)])
@@ -327,6 +346,7 @@ def test_energy_detector_needs_onset_and_bridges_short_dips() -> None:
     assert detector.segment_start_frame == 5 + 0  # dated back to the first energetic frame
 
 
+@pytest.mark.simulator_only
 async def test_ogg_opus_input_is_transcribed(start_sim: StartSim) -> None:
     _, url = await start_sim()
     writer = sphn.OpusStreamWriter(24000)

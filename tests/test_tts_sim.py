@@ -18,6 +18,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from tests.local_engines import config_fields, local_tts_engine
 from unmute_trio.testing.sim_base import BUILD_INFO
 from unmute_trio.testing.tts_sim import TtsSimConfig, TtsSimulator
 
@@ -29,11 +30,26 @@ AUDIO_HEADER = b"\x82\xa4type\xa5Audio\xa3pcm\xdc\x07\x80"  # map(2), "pcm": arr
 StartSim = Callable[..., Awaitable[tuple[TtsSimulator, str]]]
 
 
-@pytest.fixture
-def start_sim(nursery: trio.Nursery) -> StartSim:
+@pytest.fixture(params=["simulator", "local"])
+def start_sim(request: pytest.FixtureRequest, nursery: trio.Nursery) -> StartSim:
+    """One protocol suite, two implementations: the simulator and the local engine (real
+    models). Tests marked ``simulator_only`` check the simulator's scripted behaviour; a test
+    that sets a simulator-only option is skipped for the engine."""
+    local = request.param == "local"
+    if local and request.node.get_closest_marker("simulator_only"):
+        pytest.skip("checks the simulator's scripted behaviour")
+
     async def _start(**config: Any) -> tuple[TtsSimulator, str]:
-        config.setdefault("realtime_factor", 1000.0)  # keep tests fast
-        sim = TtsSimulator(TtsSimConfig(**config))
+        if local:
+            from unmute_trio.engines.tts_server import LocalTtsConfig
+
+            options = set(config) - config_fields(LocalTtsConfig)
+            if options:
+                pytest.skip(f"simulator-only options: {sorted(options)}")
+            sim: Any = local_tts_engine(**config)
+        else:
+            config.setdefault("realtime_factor", 1000.0)  # keep tests fast
+            sim = TtsSimulator(TtsSimConfig(**config))
         port = await nursery.start(sim.serve)
         return sim, f"ws://127.0.0.1:{port}/api/tts_streaming"
 
@@ -162,6 +178,7 @@ async def test_text_frames_and_nul_byte_eos(start_sim: StartSim) -> None:
     assert [m["text"] for m in messages if m["type"] == "Text"] == ["good", "morning"]
 
 
+@pytest.mark.simulator_only
 async def test_last_word_waits_for_lookahead_or_eos(start_sim: StartSim) -> None:
     _, url = await start_sim()
     with trio.fail_after(TIMEOUT_S):
@@ -258,6 +275,7 @@ async def test_pacing_follows_realtime_factor(start_sim: StartSim) -> None:
     assert times[-1] - times[0] >= 9 * 0.02 - 0.005
 
 
+@pytest.mark.simulator_only
 async def test_raw_pcm_format_sends_audio_only(start_sim: StartSim) -> None:
     sim, url = await start_sim()
     with trio.fail_after(TIMEOUT_S):

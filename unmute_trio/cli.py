@@ -118,6 +118,36 @@ def run_sim(args: argparse.Namespace) -> int:
     return run_sim_command(args)
 
 
+# ------------------------------------------------------------------ engines
+
+
+def add_engines_arguments(parser: argparse.ArgumentParser) -> None:
+    from unmute_trio.engines.command import add_engines_arguments as add
+
+    add(parser)
+
+
+def run_engines(args: argparse.Namespace) -> int:
+    from unmute_trio.engines.command import run_engines_command
+
+    return run_engines_command(args)
+
+
+# ------------------------------------------------------------------ up
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    from unmute_trio.launcher import add_up_arguments as add
+
+    add(parser)
+
+
+def run_up(args: argparse.Namespace) -> int:
+    from unmute_trio.launcher import run_up_command
+
+    return run_up_command(args)
+
+
 # ------------------------------------------------------------------ loadtest
 
 
@@ -140,12 +170,18 @@ Command = tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argpar
 COMMANDS: list[Command] = [
     ("serve", add_serve_arguments, run_serve),
     ("sim", add_sim_arguments, run_sim),
+    ("engines", add_engines_arguments, run_engines),
+    ("up", add_up_arguments, run_up),
     ("loadtest", add_loadtest_arguments, run_loadtest),
 ]
 
 _HELP = {
     "serve": "run the voice server (HTTP + WebSocket /v1/realtime) under hypercorn",
-    "sim": "run simulated STT, TTS, LLM and voice-cloning services on the default ports",
+    "sim": "run simulated STT, TTS, LLM and voice-cloning services on the default ports "
+    "(scripted words and a hum, not real speech)",
+    "up": "run the whole stack on this machine: local engines where no service is configured, "
+    "then the server (what `make run` does)",
+    "engines": "run the local CPU speech engines (Moonshine STT, Piper TTS) on the default ports",
     "loadtest": "simulate concurrent voice conversations against a server; report latencies",
 }
 

@@ -26,6 +26,7 @@ from unmute_trio.session.runner import run_conversation
 from unmute_trio.settings import Settings
 from unmute_trio.testing.llm_sim import LlmSimConfig, LlmSimulator
 from unmute_trio.testing.server import serve_app
+from unmute_trio.testing.sim_base import MoshiSimulator
 from unmute_trio.testing.stt_sim import SttSimConfig, SttSimulator
 from unmute_trio.testing.tts_sim import TtsSimConfig, TtsSimulator
 from unmute_trio.web.app import create_app
@@ -35,8 +36,8 @@ from unmute_trio.web.state import AppState
 
 @dataclasses.dataclass
 class Stack:
-    stt: SttSimulator
-    tts: TtsSimulator
+    stt: SttSimulator | MoshiSimulator  # the simulator, or a local engine passed in
+    tts: TtsSimulator | MoshiSimulator
     llm: LlmSimulator
     settings: Settings
     state: AppState
@@ -60,10 +61,13 @@ async def conversation_stack(
     stt: SttSimConfig | None = None,
     tts: TtsSimConfig | None = None,
     llm: LlmSimConfig | None = None,
+    stt_server: MoshiSimulator | None = None,
+    tts_server: MoshiSimulator | None = None,
     **settings_overrides: Any,
 ) -> AsyncIterator[Stack]:
-    stt_sim = SttSimulator(stt or SttSimConfig())
-    tts_sim = TtsSimulator(tts or TtsSimConfig())
+    """``stt_server`` / ``tts_server`` replace the simulators (e.g. the local engines)."""
+    stt_sim = stt_server or SttSimulator(stt or SttSimConfig())
+    tts_sim = tts_server or TtsSimulator(tts or TtsSimConfig())
     llm_sim = LlmSimulator(llm or LlmSimConfig())
     async with trio.open_nursery() as nursery:
         stt_port = await nursery.start(stt_sim.serve)

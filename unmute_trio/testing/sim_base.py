@@ -122,9 +122,17 @@ class MoshiSimulator(ServedSimulator):
     """
 
     def __init__(
-        self, *, name: str, capacity: int, path: str, handler: Callable[[], Awaitable[Any]]
+        self,
+        *,
+        name: str,
+        capacity: int,
+        path: str,
+        handler: Callable[[], Awaitable[Any]],
+        build_info: dict[str, str] | None = None,
     ) -> None:
         self._connections = SimConnections(capacity)
+        # What /api/build_info says: a server tells which engine it is through git_describe.
+        self.build_info = dict(build_info or BUILD_INFO)
         self.app = QuartTrio(name)
         self.app.get("/api/build_info")(self._build_info)
         self.app.websocket(path)(handler)
@@ -137,4 +145,4 @@ class MoshiSimulator(ServedSimulator):
         await self._connections.kill_all()
 
     async def _build_info(self) -> dict[str, str]:
-        return dict(BUILD_INFO)
+        return dict(self.build_info)

@@ -182,7 +182,7 @@ class SttSimulator(MoshiSimulator):
                 if isinstance(msg, Audio):
                     model.push_pcm(msg.pcm)
                 elif isinstance(msg, OggOpus):
-                    model.push_pcm(_decode_ogg(opus, msg.data))
+                    model.push_pcm(decode_ogg_chunk(opus, msg.data))
                 else:
                     model.add_marker(msg.id)
             except (WireFormatError, OverflowError) as e:
@@ -200,7 +200,7 @@ class SttSimulator(MoshiSimulator):
                 record.frames_processed = model.frames_processed
 
 
-def _decode_ogg(reader: sphn.OpusStreamReader, data: bytes) -> np.ndarray:
+def decode_ogg_chunk(reader: sphn.OpusStreamReader, data: bytes) -> np.ndarray:
     try:
         return np.asarray(reader.append_bytes(data), dtype=np.float32).reshape(-1)
     except ValueError as e:  # not Ogg/Opus: the real server logs and ignores the chunk

@@ -85,7 +85,7 @@ FORMATS = ("PcmMessagePack", "OggOpusMessagePack", "Pcm", "OggOpus")
 # Words received but not yet synthesised. When full, the receiving task stops reading the
 # socket, which pushes back on the client (the real server queues without limit).
 WORD_QUEUE_SIZE = 256
-_NORMALISE = str.maketrans({"’": "'", "–": None, ":": " ", "(": None, ")": None})
+NORMALISE_TEXT = str.maketrans({"’": "'", "–": None, ":": " ", "(": None, ")": None})
 
 
 @dataclass
@@ -116,7 +116,7 @@ class TtsConnectionRecord:
     end: str | None = None  # "finished", "eos_without_text", "client", "killed", ...
 
 
-class _Output:
+class TtsOutput:
     """Encodes what a connection sends, for its ``format``."""
 
     def __init__(self, fmt: str) -> None:
@@ -145,7 +145,7 @@ class _Output:
 class _TtsStream:
     """One accepted stream after the handshake: a receiving task and a generating task."""
 
-    def __init__(self, cfg: TtsSimConfig, record: TtsConnectionRecord, output: _Output) -> None:
+    def __init__(self, cfg: TtsSimConfig, record: TtsConnectionRecord, output: TtsOutput) -> None:
         self._cfg = cfg
         self._record = record
         self._output = output
@@ -205,7 +205,7 @@ class _TtsStream:
         if self._record.eos:
             return  # the real server ignores text after the end of stream
         self._record.texts.append(text)
-        for word in text.translate(_NORMALISE).split():
+        for word in text.translate(NORMALISE_TEXT).split():
             await self._words_in.send(word)
 
     async def _eos(self) -> None:
@@ -286,7 +286,7 @@ class TtsSimulator(MoshiSimulator):
             if record.format not in FORMATS:
                 record.end = "bad_format"
                 return "Failed to deserialize query string", 400
-            output = _Output(record.format)
+            output = TtsOutput(record.format)
             await websocket.accept()
             with self._connections.slot() as handle:
                 if handle is None:
@@ -313,4 +313,11 @@ class TtsSimulator(MoshiSimulator):
             await websocket.send(data)
 
 
-__all__ = ["FORMATS", "TtsConnectionRecord", "TtsSimConfig", "TtsSimulator"]
+__all__ = [
+    "FORMATS",
+    "NORMALISE_TEXT",
+    "TtsConnectionRecord",
+    "TtsOutput",
+    "TtsSimConfig",
+    "TtsSimulator",
+]

@@ -35,9 +35,18 @@ PAGE_SAMPLES = 960  # 40 ms, like the browser frontend (2 Opus frames of 20 ms p
 PAGE_S = PAGE_SAMPLES / SAMPLE_RATE
 
 
+# Bot audio kept by a client made with ``keep_audio=True``: at most this many seconds (older audio
+# is dropped first), so a long session cannot grow a test's memory without limit.
+MAX_KEPT_AUDIO_S = 120.0
+
+
 class VoiceClient:
-    def __init__(self, ws: WebSocketConnection) -> None:
+    def __init__(self, ws: WebSocketConnection, *, keep_audio: bool = False) -> None:
         self.ws = ws
+        # Decoded bot audio with the index of the event that carried it (keep_audio only).
+        self.bot_audio: list[tuple[int, np.ndarray]] = []
+        self._keep_audio = keep_audio
+        self._kept_samples = 0
         self.events: list[dict[str, Any]] = []
         # Parallel to ``events``: when each arrived (trio clock) and how many bot samples it
         # decoded to (0 for events without audio). The load generator times turns with these.
@@ -57,10 +66,10 @@ class VoiceClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, *, subprotocols: tuple[str, ...] = ("realtime",)
+        cls, url: str, *, subprotocols: tuple[str, ...] = ("realtime",), keep_audio: bool = False
     ) -> AsyncIterator[VoiceClient]:
         async with open_websocket_url(url, subprotocols=list(subprotocols)) as ws:
-            client = cls(ws)
+            client = cls(ws, keep_audio=keep_audio)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client._receive_loop)
                 yield client
@@ -125,6 +134,8 @@ class VoiceClient:
                     self.bot_samples_heard += len(pcm)
                     if len(pcm):
                         self.bot_peak = max(self.bot_peak, float(np.abs(pcm).max()))
+                        if self._keep_audio:
+                            self._keep(len(self.events), pcm)
                 self.events.append(event)
                 self.received_at.append(arrived_at)
                 self.samples_in_event.append(samples)
@@ -133,6 +144,17 @@ class VoiceClient:
             self.close_code = e.reason.code
             self.close_reason = e.reason.reason
             self._wake()
+
+    def _keep(self, index: int, pcm: np.ndarray) -> None:
+        self.bot_audio.append((index, np.asarray(pcm, dtype=np.float32).reshape(-1)))
+        self._kept_samples += len(self.bot_audio[-1][1])
+        while self._kept_samples > MAX_KEPT_AUDIO_S * SAMPLE_RATE:
+            self._kept_samples -= len(self.bot_audio.pop(0)[1])
+
+    def bot_audio_between(self, start: int, stop: int | None = None) -> np.ndarray:
+        """Bot audio carried by events ``start`` (inclusive) to ``stop`` (exclusive)."""
+        chunks = [pcm for i, pcm in self.bot_audio if i >= start and (stop is None or i < stop)]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
     def _wake(self) -> None:
         self._changed.set()

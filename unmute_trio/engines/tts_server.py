@@ -1,0 +1,266 @@
+"""The local text-to-speech engine, served as moshi-server 0.6.4 ``/api/tts_streaming``.
+
+Same wire protocol as the simulator (``testing/tts_sim.py``): auth, the four output formats,
+``Ready`` / ``Error("no free channels")``, ``Text`` / ``Voice`` / ``Eos`` in (text frames and a
+lone ``0x00`` too), ``Audio`` frames of exactly 1920 float32 samples and one ``Text(word,
+start_s, stop_s)`` per word out, close after ``Eos`` once everything is spoken. The voice is
+Piper's (:mod:`unmute_trio.engines.piper_voice`).
+
+Piper speaks a sentence at a time, so text is gathered into **chunks**: a chunk is synthesised
+as soon as a word ends a clause (``. , ! ? ; :``), when ``max_chunk_words`` have arrived, at
+``Eos``, or when no new text came for ``stall_s`` (an LLM that pauses mid-sentence). The first
+clause of a reply therefore starts speaking while the LLM is still writing the rest. Each
+chunk's words are sent as ``Text`` messages just before its audio (text runs ahead of audio,
+as with the real server); times are on the generated-audio timeline.
+
+Deviations from a real moshi-server: ``Voice`` (custom voice) messages are accepted and
+ignored — Piper cannot clone a voice — and every voice name is spoken by the local voice (a
+name that is not in ``known_voices`` is logged once). ``<break/>`` tags are spoken as words.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import trio
+from quart import websocket
+
+from unmute_trio.engines import local_build_info
+from unmute_trio.engines.piper_voice import PiperSynthesizer
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.moshi import (
+    SAMPLE_RATE,
+    SAMPLES_PER_FRAME,
+    Eos,
+    Error,
+    Ready,
+    TextIn,
+    TextOut,
+    decode_tts_client,
+)
+from unmute_trio.testing.sim_base import (
+    CLOSE_FAILURE,
+    CLOSE_NORMAL,
+    LOG_LENGTH,
+    MoshiSimulator,
+    close_websocket,
+    is_authorized,
+)
+from unmute_trio.testing.tts_sim import FORMATS, NORMALISE_TEXT, TtsConnectionRecord, TtsOutput
+
+log = logging.getLogger(__name__)
+
+# Words received but not yet synthesised. When full, the receiving task stops reading the
+# socket, which pushes back on the client.
+WORD_QUEUE_SIZE = 256
+_CLAUSE_END = (".", ",", "!", "?", ";", ":")
+
+
+@dataclass
+class LocalTtsConfig:
+    api_key: str = "public_token"
+    capacity: int = 4
+    synth_threads: int = 1  # Piper syntheses running at once, process-wide
+    max_chunk_words: int = 20
+    stall_s: float = 0.5
+    idle_timeout_s: float | None = 30.0  # like the real receive loop (before Eos)
+    known_voices: frozenset[str] = field(default_factory=frozenset)  # voices.yaml paths
+
+
+class LocalTtsEngine(MoshiSimulator):
+    """Serve with ``port = await nursery.start(engine.serve)``; URL ``ws://127.0.0.1:{port}``."""
+
+    def __init__(
+        self, config: LocalTtsConfig | None = None, *, synthesizer: PiperSynthesizer | None = None
+    ) -> None:
+        self.config = config or LocalTtsConfig()
+        self.synthesizer = synthesizer or PiperSynthesizer()
+        self._limiter = trio.CapacityLimiter(self.config.synth_threads)
+        self._unknown_voices_logged: set[str] = set()  # bounded: one log line per name, ≤ 1000
+        self.connections_log: deque[TtsConnectionRecord] = deque(maxlen=LOG_LENGTH)
+        super().__init__(
+            name="local_tts",
+            capacity=self.config.capacity,
+            path="/api/tts_streaming",
+            build_info=local_build_info("local-tts-piper-en_US-joe-medium"),
+            handler=self._tts_streaming,
+        )
+
+    def _note_voice(self, voice: str | None) -> None:
+        if voice is None or voice in self.config.known_voices:
+            return
+        if voice not in self._unknown_voices_logged and len(self._unknown_voices_logged) < 1000:
+            self._unknown_voices_logged.add(voice)
+            log.info("local TTS: voice %r is not known here; speaking with the local voice", voice)
+
+    async def _tts_streaming(self) -> tuple[str, int] | None:
+        with self._connections.connection():
+            record = TtsConnectionRecord(
+                authorized=is_authorized(self.config.api_key),
+                voice=websocket.args.get("voice"),
+                format=websocket.args.get("format", "OggOpus"),
+            )
+            self.connections_log.append(record)
+            if not record.authorized:
+                record.end = "unauthorized"
+                return "", 401
+            if record.format not in FORMATS:
+                record.end = "bad_format"
+                return "Failed to deserialize query string", 400
+            self._note_voice(record.voice)
+            output = TtsOutput(record.format)
+            await websocket.accept()
+            with self._connections.slot() as handle:
+                if handle is None:
+                    record.at_capacity = True
+                    record.end = "at_capacity"
+                    await _send(output.message(Error(message="no free channels")))
+                    await close_websocket(CLOSE_NORMAL)
+                    return None
+                record.end = "client"
+                with handle.scope:
+                    await _send(output.message(Ready()))
+                    await _send(output.header())
+                    record.end = await _TtsStream(self, record, output).run()
+                if handle.killed:
+                    record.end = "killed"
+                failed = record.end in ("killed", "invalid_message", "synthesis_failed")
+                await close_websocket(CLOSE_FAILURE if failed else CLOSE_NORMAL)
+        return None
+
+
+async def _send(data: bytes | None) -> None:
+    if data is not None:
+        await websocket.send(data)
+
+
+class _TtsStream:
+    def __init__(
+        self, engine: LocalTtsEngine, record: TtsConnectionRecord, output: TtsOutput
+    ) -> None:
+        self._engine = engine
+        self._cfg = engine.config
+        self._record = record
+        self._output = output
+        self._words_in, self._words_out = trio.open_memory_channel[str](WORD_QUEUE_SIZE)
+        self._audio = np.zeros(0, dtype=np.float32)  # < one frame carried between chunks
+        self._seconds = 0.0  # audio generated so far
+        self._end: str | None = None
+
+    async def run(self) -> str:
+        async with trio.open_nursery() as nursery:
+            for task in (self._receive, self._generate):
+                nursery.start_soon(self._until_done, task, nursery.cancel_scope)
+        assert self._end is not None
+        return self._end
+
+    async def _until_done(
+        self, task: Callable[[], Awaitable[str]], scope: trio.CancelScope
+    ) -> None:
+        reason = await task()
+        self._end = self._end or reason
+        scope.cancel()
+
+    # ---------------------------------------------------------------- receiving
+
+    async def _receive(self) -> str:
+        idle = math.inf if self._cfg.idle_timeout_s is None else self._cfg.idle_timeout_s
+        while True:
+            with trio.move_on_after(math.inf if self._record.eos else idle) as idle_scope:
+                data = await websocket.receive()
+            if idle_scope.cancelled_caught:
+                return "idle_timeout"
+            if isinstance(data, str):
+                await self._text(data)
+            elif data == b"\x00":
+                await self._eos()
+            elif data is not None:
+                try:
+                    msg = decode_tts_client(data)
+                except WireFormatError as e:
+                    log.info("local TTS closing a stream: %s", e)
+                    return "invalid_message"
+                if isinstance(msg, TextIn):
+                    await self._text(msg.text)
+                elif isinstance(msg, Eos):
+                    await self._eos()
+                else:
+                    self._record.voice_message = True
+                    self._record.voice_shape = list(msg.shape)
+                    log.info("local TTS: custom voices are not supported; using the local voice")
+
+    async def _text(self, text: str) -> None:
+        if self._record.eos:
+            return  # the real server ignores text after the end of stream
+        self._record.texts.append(text)
+        for word in text.translate(NORMALISE_TEXT).split():
+            await self._words_in.send(word)
+
+    async def _eos(self) -> None:
+        if not self._record.eos:
+            self._record.eos = True
+            await self._words_in.aclose()
+
+    # ---------------------------------------------------------------- generating
+
+    async def _generate(self) -> str:
+        chunk: list[str] = []  # at most max_chunk_words
+        async with self._words_out:
+            while True:
+                with trio.move_on_after(self._cfg.stall_s if chunk else math.inf):
+                    try:
+                        word = await self._words_out.receive()
+                    except trio.EndOfChannel:
+                        break
+                    chunk.append(word)
+                    if not (word.endswith(_CLAUSE_END) or len(chunk) >= self._cfg.max_chunk_words):
+                        continue
+                if not await self._speak(chunk):
+                    return "synthesis_failed"
+                chunk = []
+        if chunk and not await self._speak(chunk):
+            return "synthesis_failed"
+        if not self._record.words_spoken:
+            return "eos_without_text"
+        if len(self._audio):
+            pad = np.zeros(SAMPLES_PER_FRAME - len(self._audio), dtype=np.float32)
+            await self._send_frame(np.concatenate([self._audio, pad]))
+        return "finished"
+
+    async def _speak(self, words: list[str]) -> bool:
+        text = " ".join(words)
+        try:
+            synthesis = await trio.to_thread.run_sync(
+                self._engine.synthesizer.synthesize,
+                text,
+                limiter=self._engine._limiter,
+                abandon_on_cancel=True,  # an interrupted reply need not wait for its sentence
+            )
+        except Exception:
+            log.exception("local TTS: synthesis failed for %r", text)
+            return False
+        offset = self._seconds
+        for timing in synthesis.words:
+            msg = TextOut(
+                text=timing.text, start_s=offset + timing.start_s, stop_s=offset + timing.stop_s
+            )
+            await _send(self._output.message(msg))
+            self._record.words_spoken.append(timing.text)
+        self._seconds += len(synthesis.audio) / SAMPLE_RATE
+        self._audio = np.concatenate([self._audio, synthesis.audio.astype(np.float32)])
+        while len(self._audio) >= SAMPLES_PER_FRAME:
+            frame, self._audio = self._audio[:SAMPLES_PER_FRAME], self._audio[SAMPLES_PER_FRAME:]
+            await self._send_frame(frame)
+        return True
+
+    async def _send_frame(self, frame: np.ndarray) -> None:
+        await _send(self._output.audio(np.clip(frame, -0.99, 0.99)))
+        self._record.frames_sent += 1
+
+
+__all__ = ["WORD_QUEUE_SIZE", "LocalTtsConfig", "LocalTtsEngine"]

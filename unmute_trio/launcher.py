@@ -1,0 +1,318 @@
+"""``unmute-trio up``: the whole stack on one machine, as supervised children of one process.
+
+For each service role (STT, TTS, LLM) the launcher decides who serves it, in this order:
+1. the ``KYUTAI_*_URL`` variable, when set (a GPU moshi-server, a remote LLM...);
+2. a service already answering at the role's default address (``unmute-trio sim`` or
+   ``unmute-trio engines`` in another terminal, an Ollama on 8091...);
+3. a local engine started here: ``unmute-trio engines`` for STT/TTS (Moonshine, Piper) and
+   llama.cpp's ``llama-server`` for the LLM (built and cached by ``scripts/local-llm.sh``).
+
+Then it starts ``unmute-trio serve`` pointed at those services and prints where to talk.
+
+Children live in one trio nursery. Each runs in its own session (so a Ctrl-C in the terminal
+reaches only the launcher, which stops them in order) and gets SIGTERM if the launcher dies.
+Ctrl-C or SIGTERM: the server first (it drains its sessions), then the engines; exit 0. A child
+that exits on its own takes the whole stack down with one line saying which and why (its
+output's tail is printed); exit 1. Restarting it silently would hide a broken install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import functools
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+from unmute_trio.settings import ws_to_http
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger("unmute_trio.launcher")
+
+LLM_SCRIPT = REPO_ROOT / "scripts" / "local-llm.sh"
+READY_TIMEOUT_S = 180.0  # model loading on a slow, busy machine
+STOP_GRACE_S = 15.0  # the server's drain (10 s by default) must fit
+TAIL_LINES = 20  # a dead child's last lines, kept to explain its death
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    env: str
+    default_url: str
+    probe_path: str
+
+    def probe_url(self, url: str) -> str:
+        return ws_to_http(url).rstrip("/") + self.probe_path
+
+
+ROLES = (
+    Role("stt", "KYUTAI_STT_URL", "ws://localhost:8090", "/api/build_info"),
+    Role("tts", "KYUTAI_TTS_URL", "ws://localhost:8089", "/api/build_info"),
+    Role("llm", "KYUTAI_LLM_URL", "http://localhost:8091", "/v1/models"),
+)
+
+
+@dataclass
+class Choice:
+    url: str
+    source: str  # "configured", "already running", "local"
+
+
+async def answers(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=timeout_s) as client:
+            response = await client.get(url)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+async def choose_services(env: dict[str, str]) -> dict[str, Choice]:
+    choices: dict[str, Choice] = {}
+    for role in ROLES:
+        configured = env.get(role.env)
+        if configured:
+            choices[role.name] = Choice(configured, "configured")
+        elif await answers(role.probe_url(role.default_url)):
+            choices[role.name] = Choice(role.default_url, "already running")
+        else:
+            choices[role.name] = Choice(role.default_url, "local")
+    return choices
+
+
+# ---------------------------------------------------------------- children
+
+
+def _child_setup(niceness: int) -> Callable[[], None]:
+    def setup() -> None:  # runs in the child between fork and exec
+        if niceness:
+            os.nice(niceness)
+        try:  # Linux: SIGTERM when the launcher dies, so no engine outlives it
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    return setup
+
+
+async def _terminate(process: trio.Process) -> None:
+    """How a child is stopped: SIGTERM, then SIGKILL after ``STOP_GRACE_S``."""
+    process.terminate()
+    with trio.move_on_after(STOP_GRACE_S):
+        await process.wait()
+        return
+    process.kill()
+
+
+@dataclass(eq=False)
+class Child:
+    label: str
+    command: list[str]
+    niceness: int = 0
+    env: dict[str, str] | None = None
+    echo: bool = True  # print its output lines (prefixed); always kept for the tail
+    process: trio.Process | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    exited: trio.Event = field(default_factory=trio.Event)
+    returncode: int | None = None
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                self.process = await nursery.start(
+                    functools.partial(
+                        trio.run_process,
+                        self.command,
+                        check=False,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT,
+                        env=self.env,
+                        start_new_session=True,
+                        preexec_fn=_child_setup(self.niceness),
+                        deliver_cancel=_terminate,
+                    )
+                )
+                task_status.started()
+                await self._relay_output()
+                self.returncode = await self.process.wait()
+        if self.process is not None:
+            self.returncode = self.process.returncode
+        self.exited.set()
+
+    async def _relay_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        pending = b""
+        while chunk := await self.process.stdout.receive_some(65536):
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip()
+                self.tail.append(line)
+                if self.echo:
+                    print(f"[{self.label}] {line}", flush=True)
+            if len(pending) > 65536:  # a very long line: keep memory bounded
+                pending = pending[-65536:]
+
+
+async def wait_ready(child: Child, url: str, what: str) -> None:
+    """Poll ``url`` until it answers 200; progress every 5 s; fail if the child exits."""
+    started = time.monotonic()
+    next_note = started + 5
+    while not await answers(url, timeout_s=2.0):
+        if child.exited.is_set():
+            raise ChildFailed(child, f"exited with code {child.returncode} before it was ready")
+        elapsed = time.monotonic() - started
+        if elapsed > READY_TIMEOUT_S:
+            raise ChildFailed(child, f"not ready after {READY_TIMEOUT_S:.0f} s")
+        if time.monotonic() >= next_note:
+            print(f"  ... waiting for {what} ({elapsed:.0f} s)", flush=True)
+            next_note += 5
+        await trio.sleep(0.25)
+    print(f"  {what} ready in {time.monotonic() - started:.1f} s", flush=True)
+
+
+class ChildFailed(Exception):
+    def __init__(self, child: Child, why: str) -> None:
+        super().__init__(f"{child.label} {why}")
+        self.child = child
+
+
+# ---------------------------------------------------------------- the stack
+
+
+def add_up_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument(
+        "--llm-threads",
+        type=int,
+        default=int(os.environ.get("UNMUTE_LOCAL_LLM_THREADS", "2")),
+        help="llama-server threads (default 2; see docs/local-engines.md)",
+    )
+
+
+def llm_paths() -> tuple[Path, Path]:
+    """Build (or find cached) llama-server and the model; returns (binary, model)."""
+    model_override = os.environ.get("UNMUTE_LOCAL_LLM_MODEL")
+    print("Local LLM: checking llama-server and the model (built and fetched once, cached)")
+    subprocess.run(["bash", str(LLM_SCRIPT)], check=True)
+    out = subprocess.run(
+        ["bash", str(LLM_SCRIPT), "--print-paths"], check=True, capture_output=True, text=True
+    ).stdout
+    paths = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    model = Path(model_override) if model_override else Path(paths["model"])
+    if not model.is_file():
+        raise FileNotFoundError(f"UNMUTE_LOCAL_LLM_MODEL={model} is not a file")
+    return Path(paths["binary"]), model
+
+
+def run_up_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return trio.run(_up, args)
+    except ChildFailed as e:
+        print(f"\nunmute-trio up: {e}; stopping everything.", file=sys.stderr)
+        if e.child.tail:
+            print(f"last lines of {e.child.label}:", file=sys.stderr)
+            for line in e.child.tail:
+                print(f"  {line}", file=sys.stderr)
+        return 1
+    except (subprocess.CalledProcessError, FileNotFoundError, KeyError) as e:
+        print(f"unmute-trio up: cannot prepare the local LLM: {e}", file=sys.stderr)
+        return 1
+
+
+async def _up(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    choices = await choose_services(env)
+    print("Services:")
+    for role in ROLES:
+        choice = choices[role.name]
+        engine = {"stt": "Moonshine base-en", "tts": "Piper joe", "llm": "llama.cpp"}[role.name]
+        what = f"local {engine}" if choice.source == "local" else choice.source
+        print(f"  {role.name.upper()}: {choice.url} ({what})")
+    python = sys.executable
+    children: list[tuple[Child, str, str]] = []  # (child, readiness URL, description)
+    local_speech = [r for r in ("stt", "tts") if choices[r].source == "local"]
+    if local_speech:
+        command = [python, "-m", "unmute_trio", "engines", "--host", "127.0.0.1"]
+        if len(local_speech) == 1:
+            command += ["--only", local_speech[0]]
+        child = Child("engines", command)
+        role = ROLES[0] if local_speech[0] == "stt" else ROLES[1]
+        children.append((child, role.probe_url(role.default_url), "local STT/TTS engines"))
+    if choices["llm"].source == "local":
+        binary, model = llm_paths()
+        command = [str(binary), "-m", str(model), "-t", str(args.llm_threads), "-np", "1"]
+        command += ["-c", "4096", "--jinja", "--host", "127.0.0.1", "--port", "8091"]
+        children.append(
+            (
+                Child("llm", command, niceness=5, echo=False),
+                "http://127.0.0.1:8091/v1/models",
+                f"local LLM ({model.name})",
+            )
+        )
+    server_env = {**env, **{r.env: choices[r.name].url for r in ROLES}}
+    server = Child(
+        "server",
+        [python, "-m", "unmute_trio", "serve", "--host", args.host, "--port", str(args.port)],
+        env=server_env,
+    )
+    page = f"http://localhost:{args.port}"
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            for child, url, what in children:
+                print(f"Starting {what}...", flush=True)
+                await nursery.start(child.run)
+                await wait_ready(child, url, what)
+            print("Starting the server...", flush=True)
+            await nursery.start(server.run)
+            await wait_ready(server, f"http://127.0.0.1:{args.port}/v1/health", "server")
+            print(f"\nOpen {page} and talk. Ctrl-C stops everything.\n", flush=True)
+            everyone = [server] + [c for c, _, _ in children]
+            stop = await _wait_for_stop(signals, everyone)
+            server.scope.cancel()
+            await server.exited.wait()
+            for child, _, _ in children:
+                child.scope.cancel()
+        if stop is not None:
+            raise ChildFailed(stop, f"exited with code {stop.returncode}")
+    print("Stopped.")
+    return 0
+
+
+async def _wait_for_stop(signals: object, children: list[Child]) -> Child | None:
+    """``None`` on Ctrl-C/SIGTERM, or the child that exited first."""
+    dead: list[Child] = []
+    async with trio.open_nursery() as nursery:
+
+        async def watch(child: Child) -> None:
+            await child.exited.wait()
+            dead.append(child)
+            nursery.cancel_scope.cancel()
+
+        async def on_signal() -> None:
+            async for signum in signals:  # type: ignore[attr-defined]
+                print(f"\n{signal.Signals(signum).name} received: stopping", flush=True)
+                nursery.cancel_scope.cancel()
+                return
+
+        for child in children:
+            nursery.start_soon(watch, child)
+        nursery.start_soon(on_signal)
+    return dead[0] if dead else None
