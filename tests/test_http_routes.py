@@ -50,6 +50,7 @@ async def test_health_with_no_service_running(serve, all_down_settings: Settings
         "stt_up": False,
         "llm_up": False,
         "voice_cloning_up": False,
+        "engines": {"stt": None, "tts": None, "llm": None},
         "ok": False,
     }
 
@@ -66,6 +67,7 @@ async def test_health_with_every_service_up(serve, serve_stub) -> None:
         "stt_up": True,
         "llm_up": True,
         "voice_cloning_up": True,
+        "engines": {"stt": None, "tts": None, "llm": "stub-model"},
         "ok": True,
     }
 

@@ -9,8 +9,9 @@ For each service role (STT, TTS, LLM) the launcher decides who serves it, in thi
 
 Then it starts ``unmute-trio serve`` pointed at those services and prints where to talk.
 
-Children live in one trio nursery. Each runs in its own session (so a Ctrl-C in the terminal
-reaches only the launcher, which stops them in order) and gets SIGTERM if the launcher dies.
+Children live in one trio nursery. Each runs in its own session, so a Ctrl-C in the terminal
+reaches only the launcher, which stops them in order. (A launcher killed with SIGKILL cannot
+stop them: ``pkill -f unmute_trio`` and ``pkill llama-server`` then do.)
 Ctrl-C or SIGTERM: the server first (it drains its sessions), then the engines; exit 0. A child
 that exits on its own takes the whole stack down with one line saying which and why (its
 output's tail is printed); exit 1. Restarting it silently would hide a broken install.
@@ -19,7 +20,6 @@ output's tail is printed); exit 1. Restarting it silently would hide a broken in
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import logging
 import os
@@ -45,23 +45,29 @@ LLM_SCRIPT = REPO_ROOT / "scripts" / "local-llm.sh"
 READY_TIMEOUT_S = 180.0  # model loading on a slow, busy machine
 STOP_GRACE_S = 15.0  # the server's drain (10 s by default) must fit
 TAIL_LINES = 20  # a dead child's last lines, kept to explain its death
+# The LLM yields the CPU to the speech engines and the server (docs/local-engines.md).
+LLM_NICENESS = 5
 
 
 @dataclass(frozen=True)
 class Role:
     name: str
     env: str
-    default_url: str
+    scheme: str
     probe_path: str
+    engine: str  # what serves it when started here
+
+    def url(self, port: int) -> str:
+        return f"{self.scheme}://localhost:{port}"
 
     def probe_url(self, url: str) -> str:
         return ws_to_http(url).rstrip("/") + self.probe_path
 
 
 ROLES = (
-    Role("stt", "KYUTAI_STT_URL", "ws://localhost:8090", "/api/build_info"),
-    Role("tts", "KYUTAI_TTS_URL", "ws://localhost:8089", "/api/build_info"),
-    Role("llm", "KYUTAI_LLM_URL", "http://localhost:8091", "/v1/models"),
+    Role("stt", "KYUTAI_STT_URL", "ws", "/api/build_info", "local Moonshine base-en + Silero VAD"),
+    Role("tts", "KYUTAI_TTS_URL", "ws", "/api/build_info", "local Piper (en_US joe)"),
+    Role("llm", "KYUTAI_LLM_URL", "http", "/v1/models", "local llama.cpp"),
 )
 
 
@@ -80,16 +86,17 @@ async def answers(url: str, timeout_s: float = 1.0) -> bool:
     return response.status_code == 200
 
 
-async def choose_services(env: dict[str, str]) -> dict[str, Choice]:
+async def choose_services(env: dict[str, str], ports: dict[str, int]) -> dict[str, Choice]:
     choices: dict[str, Choice] = {}
     for role in ROLES:
         configured = env.get(role.env)
+        default = role.url(ports[role.name])
         if configured:
             choices[role.name] = Choice(configured, "configured")
-        elif await answers(role.probe_url(role.default_url)):
-            choices[role.name] = Choice(role.default_url, "already running")
+        elif await answers(role.probe_url(default)):
+            choices[role.name] = Choice(default, "already running")
         else:
-            choices[role.name] = Choice(role.default_url, "local")
+            choices[role.name] = Choice(default, "local")
     return choices
 
 
@@ -97,13 +104,11 @@ async def choose_services(env: dict[str, str]) -> dict[str, Choice]:
 
 
 def _child_setup(niceness: int) -> Callable[[], None]:
+    # No PR_SET_PDEATHSIG here: trio starts processes from a worker thread, and the signal
+    # fires when that *thread* ends (after ~10 s idle), not when the launcher dies.
     def setup() -> None:  # runs in the child between fork and exec
         if niceness:
             os.nice(niceness)
-        try:  # Linux: SIGTERM when the launcher dies, so no engine outlives it
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
     return setup
 
@@ -198,6 +203,9 @@ class ChildFailed(Exception):
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    parser.add_argument("--stt-port", type=int, default=8090, help="local STT port (default 8090)")
+    parser.add_argument("--tts-port", type=int, default=8089, help="local TTS port (default 8089)")
+    parser.add_argument("--llm-port", type=int, default=8091, help="local LLM port (default 8091)")
     parser.add_argument(
         "--llm-threads",
         type=int,
@@ -223,6 +231,7 @@ def llm_paths() -> tuple[Path, Path]:
 
 def run_up_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls, every 0.25 s
     try:
         return trio.run(_up, args)
     except ChildFailed as e:
@@ -239,34 +248,31 @@ def run_up_command(args: argparse.Namespace) -> int:
 
 async def _up(args: argparse.Namespace) -> int:
     env = dict(os.environ)
-    choices = await choose_services(env)
+    ports = {"stt": args.stt_port, "tts": args.tts_port, "llm": args.llm_port}
+    choices = await choose_services(env, ports)
     print("Services:")
     for role in ROLES:
         choice = choices[role.name]
-        engine = {"stt": "Moonshine base-en", "tts": "Piper joe", "llm": "llama.cpp"}[role.name]
-        what = f"local {engine}" if choice.source == "local" else choice.source
+        what = role.engine if choice.source == "local" else choice.source
         print(f"  {role.name.upper()}: {choice.url} ({what})")
     python = sys.executable
     children: list[tuple[Child, str, str]] = []  # (child, readiness URL, description)
-    local_speech = [r for r in ("stt", "tts") if choices[r].source == "local"]
+    local_speech = [r for r in ROLES[:2] if choices[r.name].source == "local"]
     if local_speech:
         command = [python, "-m", "unmute_trio", "engines", "--host", "127.0.0.1"]
+        command += ["--stt-port", str(args.stt_port), "--tts-port", str(args.tts_port)]
         if len(local_speech) == 1:
-            command += ["--only", local_speech[0]]
-        child = Child("engines", command)
-        role = ROLES[0] if local_speech[0] == "stt" else ROLES[1]
-        children.append((child, role.probe_url(role.default_url), "local STT/TTS engines"))
+            command += ["--only", local_speech[0].name]
+        ready = local_speech[-1].probe_url(choices[local_speech[-1].name].url)
+        children.append((Child("engines", command), ready, "local STT/TTS engines"))
     if choices["llm"].source == "local":
         binary, model = llm_paths()
         command = [str(binary), "-m", str(model), "-t", str(args.llm_threads), "-np", "1"]
-        command += ["-c", "4096", "--jinja", "--host", "127.0.0.1", "--port", "8091"]
-        children.append(
-            (
-                Child("llm", command, niceness=5, echo=False),
-                "http://127.0.0.1:8091/v1/models",
-                f"local LLM ({model.name})",
-            )
-        )
+        command += ["-c", "4096", "--jinja", "--host", "127.0.0.1", "--port", str(args.llm_port)]
+        command += ["--alias", model.stem]  # the model name /v1/models (and /v1/health) shows
+        llm = Child("llm", command, niceness=LLM_NICENESS, echo=False)
+        ready = ROLES[2].probe_url(choices["llm"].url)
+        children.append((llm, ready, f"local LLM ({model.name})"))
     server_env = {**env, **{r.env: choices[r.name].url for r in ROLES}}
     server = Child(
         "server",

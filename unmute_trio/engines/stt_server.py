@@ -122,6 +122,7 @@ class LocalSttEngine(MoshiSimulator):
                     record.end = await _SttStream(self, record).run()
                 if handle.killed:
                     record.end = "killed"
+                log.info("local STT stream ended: %s", record.end)
                 await close_websocket(
                     CLOSE_NORMAL if record.end == "idle_timeout" else CLOSE_FAILURE
                 )

@@ -129,6 +129,8 @@ class LocalTtsEngine(MoshiSimulator):
                     record.end = await _TtsStream(self, record, output).run()
                 if handle.killed:
                     record.end = "killed"
+                if record.end not in ("finished", "eos_without_text"):
+                    log.info("local TTS stream ended: %s", record.end)
                 failed = record.end in ("killed", "invalid_message", "synthesis_failed")
                 await close_websocket(CLOSE_FAILURE if failed else CLOSE_NORMAL)
         return None

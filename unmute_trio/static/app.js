@@ -103,6 +103,7 @@ async function checkHealth() {
     item.title = up ? "up" : "down";
   }
   $("#voice-upload").hidden = health.voice_cloning_up !== true;
+  showEngines(health.engines ?? {});
   if (!state.healthOk) {
     const down = ["stt_up", "llm_up", "tts_up"].filter((k) => health[k] !== true);
     const names = { stt_up: "speech-to-text", llm_up: "LLM", tts_up: "text-to-speech" };
@@ -111,6 +112,24 @@ async function checkHealth() {
     setNotice(null);
   }
   updateControls();
+}
+
+// Which engine answers each role, from /v1/health; the simulators say what they are.
+function showEngines(engines) {
+  const labels = { stt: "Speech-to-text", llm: "LLM", tts: "Text-to-speech" };
+  const known = Object.entries(labels).filter(([role]) => engines[role]);
+  const line = $("#engines");
+  line.hidden = known.length === 0;
+  const parts = known.map(([role, label]) => `${label}: ${engines[role]}`);
+  const simulated = Object.values(engines).some((name) => /sim/i.test(name ?? ""));
+  if (simulated) {
+    parts.push(
+      "Simulators replay scripted words and hum instead of speaking: " +
+        "run `make run` for real local engines.",
+    );
+  }
+  line.textContent = parts.join(" · ");
+  line.classList.toggle("simulated", simulated);
 }
 
 // ------------------------------------------------------------------ settings

@@ -274,6 +274,11 @@ async def _serve_until_signal(config: SimsConfig, status_interval_s: float) -> N
             for line in running.describe():
                 print(line)
             print("Simulators running; `unmute-trio serve` uses them by default. Ctrl-C stops.")
+            print(
+                "These are protocol simulators, not speech engines: the STT replays scripted "
+                "words whatever you say, the TTS hums, the LLM echoes. For a real conversation "
+                "on this machine run `make run` (local engines) instead."
+            )
             sys.stdout.flush()
             if status_interval_s > 0:
                 nursery.start_soon(_log_status, running, status_interval_s)

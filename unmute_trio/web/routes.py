@@ -90,7 +90,11 @@ def install_routes(app: Quart) -> None:
             return error_response(502, f"Voice cloning failed: {e.detail}")
         except ServiceError as e:
             log.warning("voice cloning unavailable: %s", e)
-            return error_response(503, f"Voice cloning is unavailable: {e.detail}")
+            return error_response(
+                503,
+                f"Voice cloning is unavailable: {e.detail}. It needs Kyutai's voice-cloning "
+                "server at KYUTAI_VOICE_CLONING_URL; the local CPU engines cannot clone voices.",
+            )
         name = st.voice_store.add(voice_message)
         log.info("cloned voice %s from %d bytes of audio", name, len(audio))
         return {"name": name}
