@@ -189,7 +189,11 @@ async def running_up(lines: list[str]) -> AsyncIterator[tuple[trio.Process, int]
             nursery.cancel_scope.cancel()
     finally:
         if process.returncode is None:
-            process.kill()
+            process.terminate()  # the launcher stops its children in order
+            with trio.move_on_after(30):
+                await process.wait()
+        if process.returncode is None:
+            process.kill()  # its children then get SIGTERM from the kernel (parent death)
         await process.wait()
 
 
@@ -240,6 +244,18 @@ async def test_up_serves_the_local_stack_and_stops_in_order_on_ctrl_c() -> None:
     assert lines[-1] == "Stopped.", lines[-5:]
     for child in children:
         assert not _alive(child), f"child {child} outlived the launcher"
+
+
+async def test_children_die_with_a_launcher_killed_outright() -> None:
+    lines: list[str] = []
+    async with running_up(lines) as (process, _):
+        children = _children_of(process.pid)
+        assert len(children) == 3, lines
+        process.kill()
+        await process.wait()
+        with trio.fail_after(30):
+            while any(_alive(child) for child in children):
+                await trio.sleep(0.1)
 
 
 async def test_up_stops_everything_when_an_engine_dies() -> None:

@@ -66,11 +66,36 @@ def test_interim_decodes_commit_only_words_two_decodes_agree_on() -> None:
     d.decode("Hello there")  # first interim: nothing to agree with yet
     assert d.words() == []
     d.frames(10, 0.9)
-    d.decode("Hello there, how")  # agrees on "Hello there" (the newest last word may be cut)
+    d.decode("Hello there, how are you doing")  # agrees on "Hello there,"
     assert d.words() == ["Hello", "there,"]
     d.frames(10, 0.9)
     d.decode("Hello there, who are")  # "how" changed: not committed
     assert d.words() == ["Hello", "there,"]
+
+
+def test_interim_words_near_the_end_of_the_decoded_audio_wait() -> None:
+    d = Driver()
+    d.frames(10, 0.9)
+    d.decode("What time does the")
+    d.frames(10, 0.9)
+    # Both decodes agree on all four words, but "the" lies in the last 0.4 s of the audio
+    # decoded (where the audio may cut a word): it waits.
+    d.decode("What time does the ph")
+    assert d.words() == ["What", "time", "does"]
+
+
+def test_final_decode_realigns_with_words_already_sent() -> None:
+    d = Driver()
+    d.frames(25, 0.9)
+    d.decode("What time does the pharmacy close")
+    d.frames(10, 0.9)
+    d.decode("What time does the farm")  # "the" is agreed on and sent
+    assert d.words() == ["What", "time", "does", "the"]
+    d.frames(20, 0.01)
+    # The final decode has no "the": cutting it by count would drop "pharmacy"; aligned on the
+    # words it shares with what was sent, everything after "does" follows.
+    d.decode("What time does pharmacy close tonight?")
+    assert d.words() == ["What", "time", "does", "the", "pharmacy", "close", "tonight?"]
 
 
 def test_final_decode_commits_the_rest_before_the_steps_it_holds() -> None:

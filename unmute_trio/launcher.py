@@ -10,8 +10,8 @@ For each service role (STT, TTS, LLM) the launcher decides who serves it, in thi
 Then it starts ``unmute-trio serve`` pointed at those services and prints where to talk.
 
 Children live in one trio nursery. Each runs in its own session, so a Ctrl-C in the terminal
-reaches only the launcher, which stops them in order. (A launcher killed with SIGKILL cannot
-stop them: ``pkill -f unmute_trio`` and ``pkill llama-server`` then do.)
+reaches only the launcher, which stops them in order; and each gets SIGTERM from the kernel if
+the launcher dies without stopping them (killed outright), so nothing outlives it.
 Ctrl-C or SIGTERM: the server first (it drains its sessions), then the engines; exit 0. A child
 that exits on its own takes the whole stack down with one line saying which and why (its
 output's tail is printed); exit 1. Restarting it silently would hide a broken install.
@@ -20,7 +20,8 @@ output's tail is printed); exit 1. Restarting it silently would hide a broken in
 from __future__ import annotations
 
 import argparse
-import functools
+import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -103,66 +104,106 @@ async def choose_services(env: dict[str, str], ports: dict[str, int]) -> dict[st
 # ---------------------------------------------------------------- children
 
 
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)  # Linux: prctl; elsewhere the call is skipped
+
+
 def _child_setup(niceness: int) -> Callable[[], None]:
-    # No PR_SET_PDEATHSIG here: trio starts processes from a worker thread, and the signal
-    # fires when that *thread* ends (after ~10 s idle), not when the launcher dies.
     def setup() -> None:  # runs in the child between fork and exec
+        # SIGTERM when the thread that forked us ends: children are started from the
+        # launcher's main (trio) thread, which lives as long as the launcher, so an engine
+        # never outlives a launcher that was killed outright.
+        with contextlib.suppress(AttributeError, OSError):
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if niceness:
             os.nice(niceness)
 
     return setup
 
 
-async def _terminate(process: trio.Process) -> None:
-    """How a child is stopped: SIGTERM, then SIGKILL after ``STOP_GRACE_S``."""
-    process.terminate()
-    with trio.move_on_after(STOP_GRACE_S):
-        await process.wait()
-        return
-    process.kill()
-
-
 @dataclass(eq=False)
 class Child:
+    """One supervised child process.
+
+    Started with :class:`subprocess.Popen` on the trio thread, not with ``trio.run_process``:
+    trio forks from a worker thread, and the parent-death signal above fires when *that* thread
+    ends (after ~10 s idle). Forking costs a few milliseconds, once per child.
+    """
+
     label: str
     command: list[str]
     niceness: int = 0
     env: dict[str, str] | None = None
     echo: bool = True  # print its output lines (prefixed); always kept for the tail
-    process: trio.Process | None = None
+    popen: subprocess.Popen[bytes] | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     exited: trio.Event = field(default_factory=trio.Event)
     returncode: int | None = None
 
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        with self.scope:
-            async with trio.open_nursery() as nursery:
-                self.process = await nursery.start(
-                    functools.partial(
-                        trio.run_process,
-                        self.command,
-                        check=False,
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT,
-                        env=self.env,
-                        start_new_session=True,
-                        preexec_fn=_child_setup(self.niceness),
-                        deliver_cancel=_terminate,
-                    )
-                )
-                task_status.started()
-                await self._relay_output()
-                self.returncode = await self.process.wait()
-        if self.process is not None:
-            self.returncode = self.process.returncode
-        self.exited.set()
+    @property
+    def pid(self) -> int | None:
+        return None if self.popen is None else self.popen.pid
 
-    async def _relay_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.popen = subprocess.Popen(  # noqa: ASYNC220 - on purpose, see the class docstring
+            self.command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,  # a terminal's Ctrl-C reaches only the launcher
+            preexec_fn=_child_setup(self.niceness),
+        )
+        assert self.popen.stdout is not None
+        output = trio.lowlevel.FdStream(os.dup(self.popen.stdout.fileno()))
+        self.popen.stdout.close()
+        task_status.started()
+        try:
+            with self.scope:
+                async with output:
+                    await self._relay_output(output)
+                await self._wait()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._stop()
+            self.returncode = self.popen.returncode
+            self.exited.set()
+
+    async def _wait(self) -> None:
+        """Until the child has exited (and is reaped)."""
+        assert self.popen is not None
+        if self.popen.poll() is not None:
+            return
+        try:
+            pidfd = os.pidfd_open(self.popen.pid)  # Linux ≥ 5.3: readable once it exits
+        except (AttributeError, OSError):
+            pidfd = None
+        try:
+            while self.popen.poll() is None:
+                if pidfd is None:
+                    await trio.sleep(0.05)
+                else:
+                    await trio.lowlevel.wait_readable(pidfd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+
+    async def _stop(self) -> None:
+        """SIGTERM, then SIGKILL after ``STOP_GRACE_S``; returns once it has exited."""
+        assert self.popen is not None
+        if self.popen.poll() is not None:
+            return
+        self.popen.terminate()
+        with trio.move_on_after(STOP_GRACE_S):
+            await self._wait()
+            return
+        self.popen.kill()
+        await trio.to_thread.run_sync(self.popen.wait)
+
+    async def _relay_output(self, output: trio.lowlevel.FdStream) -> None:
         pending = b""
-        while chunk := await self.process.stdout.receive_some(65536):
+        while chunk := await output.receive_some(65536):
             pending += chunk
             *lines, pending = pending.split(b"\n")
             for raw in lines:

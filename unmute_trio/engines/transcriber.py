@@ -32,6 +32,7 @@ in proportion to their length (documented in docs/local-engines.md).
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections import deque
@@ -61,6 +62,7 @@ class TranscriberPolicy:
     post_pad_s: float = 0.15
     max_segment_s: float = 15.0  # decode cost grows with length; Moonshine's limit is ~30 s
     interim_interval_s: float = 0.7
+    interim_guard_s: float = 0.4  # interim words ending closer than this to the audio's end wait
     delay_s: float = 0.5  # the moshi STT's text delay, which the session's flush relies on
 
 
@@ -96,6 +98,35 @@ class DecodeJob:
 
 def _norm(word: str) -> str:
     return re.sub(r"[^\w']", "", word.lower())
+
+
+def _spread(words: list[str], start: float, end: float) -> list[tuple[float, float]]:
+    """(start, stop) of each word, spread over [start, end] by length: Moonshine gives no
+    timestamps, so this is an estimate (at least 80 ms a word)."""
+    weights = [len(w) + 1 for w in words]
+    total = sum(weights) or 1
+    span = max(end - start, 0.08 * len(words))
+    times, offset = [], 0
+    for weight in weights:
+        times.append((start + span * offset / total, start + span * (offset + weight) / total))
+        offset += weight
+    return times
+
+
+def _after_committed(committed: list[str], words: list[str]) -> int:
+    """Where the words already sent end in a final decode that may disagree with them: just
+    after the last final word matched to a sent word (by normalised text), so a word the interim
+    decodes got wrong does not swallow the right one that follows it."""
+    if not committed:
+        return 0
+    matcher = difflib.SequenceMatcher(
+        a=[_norm(w) for w in committed], b=[_norm(w) for w in words], autojunk=False
+    )
+    end = 0
+    for block in matcher.get_matching_blocks():
+        if block.size:
+            end = block.b + block.size
+    return end if end else min(len(committed), len(words))
 
 
 class StreamingTranscriber:
@@ -257,40 +288,33 @@ class StreamingTranscriber:
         self._in_flight = None
         seg = job.segment
         words = text.split()
+        times = _spread(words, job.speech_start, job.speech_end)
         if job.final:
-            new = words[len(seg.committed) :]
+            first = _after_committed(seg.committed, words)
         else:
+            # Local agreement: a word two consecutive decodes agree on, that is not the newest
+            # decode's last word and that ended well before the decoded audio does (a word the
+            # audio cuts mid-way is often agreed on wrongly: "does the" for "does the ph…").
             agreed = 0
             limit = min(len(words) - 1, len(seg.last_interim))
             while agreed < limit and _norm(words[agreed]) == _norm(seg.last_interim[agreed]):
                 agreed += 1
+            while agreed and times[agreed - 1][1] > job.speech_end - self.policy.interim_guard_s:
+                agreed -= 1
             seg.last_interim = words
-            new = words[len(seg.committed) : agreed] if agreed > len(seg.committed) else []
-        self._commit(seg, words, new, job)
-        if job.final:
-            seg.finalized = True
-            assert self._pending and self._pending[0] is seg
-            self._pending.popleft()
-
-    def _commit(self, seg: _Segment, words: list[str], new: list[str], job: DecodeJob) -> None:
-        if not new:
-            return
-        # Spread the decode's words over its voiced span by length (no timestamps in Moonshine).
-        weights = [len(w) + 1 for w in words]
-        total = sum(weights)
-        span = max(job.speech_end - job.speech_start, 0.08 * len(words))
-        first = len(seg.committed)
-        offset = sum(weights[:first])
-        for i, word in enumerate(new, start=first):
-            start = job.speech_start + span * offset / total
-            offset += weights[i]
-            stop = job.speech_start + span * offset / total
+            first = len(seg.committed) if agreed > len(seg.committed) else len(words)
+            words, times = words[:agreed], times[:agreed]
+        for word, (start, stop) in zip(words[first:], times[first:], strict=True):
             start = max(start, self._word_floor)
             stop = max(stop, start)
             self._word_floor = stop
             self._out.append(Word(text=word, start_time=start))
             self._out.append(EndWord(stop_time=stop))
             seg.committed.append(word)
+        if job.final:
+            seg.finalized = True
+            assert self._pending and self._pending[0] is seg
+            self._pending.popleft()
 
     # ---------------------------------------------------------------- output
 
