@@ -191,3 +191,13 @@ def test_prompt_data_lists_are_sized_and_unique() -> None:
         [q for q, _ in prompt_data.QUIZ_QUESTIONS],
     ):
         assert len(set(items)) == len(items)
+
+
+def test_what_varies_between_sessions_comes_last_so_servers_reuse_the_prefix() -> None:
+    now = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    a = build_system_prompt(SmalltalkInstructions(), llm_name="m", rng=random.Random(1), now=now)
+    b = build_system_prompt(SmalltalkInstructions(), llm_name="m", rng=random.Random(2), now=now)
+    assert a != b
+    shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
+    assert a.rfind("THIS CONVERSATION") < shared
+    assert shared > 0.7 * len(a)

@@ -232,6 +232,34 @@ async def wait_ready(child: Child, url: str, what: str) -> None:
     print(f"  {what} ready in {time.monotonic() - started:.1f} s", flush=True)
 
 
+async def warm_llm(url: str, model: str) -> None:
+    """Have the local LLM read the system prompt once, so the first session does not wait for
+    it: llama-server keeps the prompt's prefix cached (the part all sessions share comes first,
+    see conversation/prompts.py). Takes a few seconds on 2 cores; failures only cost that."""
+    import random
+    from datetime import datetime
+
+    from unmute_trio.conversation.prompts import build_system_prompt, llm_name_from_model
+    from unmute_trio.protocol.instructions import SmalltalkInstructions
+
+    prompt = build_system_prompt(
+        SmalltalkInstructions(),
+        llm_name=llm_name_from_model(model),
+        rng=random.Random(),
+        now=datetime.now().astimezone(),
+    )
+    messages = [{"role": "system", "content": prompt}]
+    body = {"model": model, "messages": messages, "max_tokens": 1}
+    started = time.monotonic()
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            await client.post(url.rstrip("/") + "/v1/chat/completions", json=body)
+    except httpx.HTTPError as e:
+        print(f"  (warming the LLM's prompt cache failed: {e!r})", flush=True)
+        return
+    print(f"  LLM prompt cache warmed in {time.monotonic() - started:.1f} s", flush=True)
+
+
 class ChildFailed(Exception):
     def __init__(self, child: Child, why: str) -> None:
         super().__init__(f"{child.label} {why}")
@@ -327,6 +355,8 @@ async def _up(args: argparse.Namespace) -> int:
                 print(f"Starting {what}...", flush=True)
                 await nursery.start(child.run)
                 await wait_ready(child, url, what)
+                if child.label == "llm":
+                    await warm_llm(choices["llm"].url, model.stem)
             print("Starting the server...", flush=True)
             await nursery.start(server.run)
             await wait_ready(server, f"http://127.0.0.1:{args.port}/v1/health", "server")

@@ -52,6 +52,9 @@ _LANGUAGE_LINES: dict[LanguageCode | None, str] = {
     "fr/en": "You speak French and English. Start in French, and follow the user if they switch.",
 }
 
+# What varies from one session to the next (the character, with its random topic and the
+# time) comes last: LLM servers that cache prompt prefixes (llama.cpp, vLLM) then reuse
+# everything before it, which on a CPU LLM saves seconds at the start of every session.
 _FRAME = """\
 BASICS
 You are one side of a spoken conversation. The user's messages are a live transcription of \
@@ -64,8 +67,6 @@ STYLE
 Keep replies short, a sentence or two most of the time; the user can always ask for more.
 {language_line}
 Your voice only works in English and French, so never use another language.
-What the user asked for in this conversation, to follow closely:
-{character}
 
 TRANSCRIPTION ERRORS
 Speech recognition makes mistakes, especially with names and rare words. When a message \
@@ -101,6 +102,10 @@ person would when a call goes quiet: check that they are still there, suggest so
 or make a light remark, and vary it each time. If the user stays silent three times in a row \
 without answering you, say a short goodbye and end that message with "Bye!". The call hangs \
 up as soon as a message of yours ends with "Bye!", so never end with it otherwise.
+
+THIS CONVERSATION
+What the user asked for in this conversation, to follow closely:
+{character}
 """
 
 _SMALLTALK_START = """\
