@@ -335,7 +335,7 @@ async def _up(args: argparse.Namespace) -> int:
         ready = local_speech[-1].probe_url(choices[local_speech[-1].name].url)
         children.append((Child("engines", command), ready, "local STT/TTS engines"))
     if choices["llm"].source == "local":
-        binary, model = llm_paths()
+        binary, model = await trio.to_thread.run_sync(llm_paths)
         command = [str(binary), "-m", str(model), "-t", str(args.llm_threads), "-np", "1"]
         command += ["-c", "4096", "--jinja", "--host", "127.0.0.1", "--port", str(args.llm_port)]
         command += ["--alias", model.stem]  # the model name /v1/models (and /v1/health) shows

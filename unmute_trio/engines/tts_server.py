@@ -68,7 +68,10 @@ class LocalTtsConfig:
     synth_threads: int = 1  # Piper syntheses running at once, process-wide
     max_chunk_words: int = 20
     stall_s: float = 0.5
-    idle_timeout_s: float | None = 30.0  # like the real receive loop (before Eos)
+    # Before Eos, a stream with no message for this long is closed. moshi-server uses 30 s; a
+    # CPU LLM reading a long prompt on a busy machine can stay silent about that long before
+    # its first word, while the session already holds the TTS stream open.
+    idle_timeout_s: float | None = 60.0
     known_voices: frozenset[str] = field(default_factory=frozenset)  # voices.yaml paths
 
 
