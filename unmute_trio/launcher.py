@@ -269,6 +269,13 @@ class ChildFailed(Exception):
 # ---------------------------------------------------------------- the stack
 
 
+def default_llm_threads() -> int:
+    """One core is left to the speech engines and the server: with every core, llama.cpp's
+    threads wait on each other whenever the engines run, and generation drops from ~40 to
+    1-10 tokens/s on 2 cores (docs/local-llm.md)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
@@ -278,8 +285,8 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--llm-threads",
         type=int,
-        default=int(os.environ.get("UNMUTE_LOCAL_LLM_THREADS", "2")),
-        help="llama-server threads (default 2; see docs/local-engines.md)",
+        default=int(os.environ.get("UNMUTE_LOCAL_LLM_THREADS", str(default_llm_threads()))),
+        help="llama-server threads (default: cores - 1, at least 1; see docs/local-llm.md)",
     )
 
 
