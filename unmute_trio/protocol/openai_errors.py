@@ -18,6 +18,9 @@ from typing import Any, Literal
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+# Longest pydantic message quoted in an error: a few of them repeat the client's value.
+MAX_DETAIL_CHARS = 200
+
 # Codes of our own (OpenAI has no equivalent, or none documented).
 INVALID_FRAME = "invalid_frame"  # a binary WebSocket frame
 FRAME_TOO_LARGE = "frame_too_large"
@@ -133,6 +136,8 @@ def _error_from_details(
     param = format_path(path) or None
     kind = error["type"]
     msg = error["msg"]
+    if len(msg) > MAX_DETAIL_CHARS:  # pydantic quotes some inputs (a union tag) in full
+        msg = msg[:MAX_DETAIL_CHARS] + "…"
     ctx = error.get("ctx") or {}
     if kind == "missing" or kind == "union_tag_not_found":
         code, message = MISSING_REQUIRED_PARAMETER, f"Missing required parameter: '{param}'."

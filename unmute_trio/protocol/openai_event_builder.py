@@ -24,6 +24,7 @@ from typing import Literal
 
 from unmute_trio.protocol.openai_errors import ClientEventError
 from unmute_trio.protocol.openai_items import Item
+from unmute_trio.protocol.openai_response_config import ResponseConfig
 from unmute_trio.protocol.openai_server_events import (
     CancelReason,
     ContentPart,
@@ -69,7 +70,7 @@ from unmute_trio.protocol.openai_server_events import (
     TranscriptionFailed,
     Usage,
 )
-from unmute_trio.protocol.openai_session import ResponseConfig, SessionConfig
+from unmute_trio.protocol.openai_session import SessionConfig
 
 
 @dataclass(frozen=True, slots=True)

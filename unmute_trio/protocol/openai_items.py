@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from unmute_trio.protocol.openai_errors import UNSUPPORTED_VALUE
@@ -143,7 +143,7 @@ class UnsupportedPart(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     type: Annotated[
-        Literal["input_audio", "input_image", "output_audio"], BeforeValidator(_refuse_content)
+        Literal["input_audio", "input_image", "output_audio"], AfterValidator(_refuse_content)
     ]
 
 

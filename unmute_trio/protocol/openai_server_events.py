@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import string
 from itertools import count
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -376,6 +376,6 @@ def encode_server_event(event: BaseModel) -> str:
     return event.model_dump_json()
 
 
-def parse_server_event(text: str | bytes) -> Any:
+def parse_server_event(text: str | bytes) -> ServerEvent:
     """Decode a server event (for test clients and the load generator; raises on bad input)."""
     return _SERVER_ADAPTER.validate_json(text)

@@ -1,4 +1,4 @@
-"""OpenAI Realtime (GA) session and response configuration: wire models, defaults, merging.
+"""OpenAI Realtime (GA) session configuration: wire models, defaults, merging of updates.
 
 Three kinds of object live here:
 
@@ -47,7 +47,7 @@ PCM_RATE = 24_000
 FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
-Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_CHARS)]
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS)]
 
 
