@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,6 +260,13 @@ async def warm_llm(url: str, model: str) -> None:
     print(f"  LLM prompt cache warmed in {time.monotonic() - started:.1f} s", flush=True)
 
 
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
 class ChildFailed(Exception):
     def __init__(self, child: Child, why: str) -> None:
         super().__init__(f"{child.label} {why}")
@@ -270,10 +277,11 @@ class ChildFailed(Exception):
 
 
 def default_llm_threads() -> int:
-    """One core is left to the speech engines and the server: with every core, llama.cpp's
-    threads wait on each other whenever the engines run, and generation drops from ~40 to
-    1-10 tokens/s on 2 cores (docs/local-llm.md)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """cores − 1, but at least 2. Measured on 2 cores (docs/local-stack-bench.md): 2 threads
+    give a voice-to-voice median of 2.65 s against 3.47 s with 1, although 2 threads slow down
+    badly whenever another process keeps a core busy (docs/local-llm.md). With more cores, one
+    is left to the speech engines and the server."""
+    return max(2, (os.cpu_count() or 2) - 1)
 
 
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
@@ -309,7 +317,10 @@ def run_up_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the readiness polls, every 0.25 s
     try:
-        return trio.run(_up, args)
+        try:
+            return trio.run(_up, args)
+        except BaseExceptionGroup as group:  # a child failed while the nursery was starting
+            raise _first_leaf(group) from None
     except ChildFailed as e:
         print(f"\nunmute-trio up: {e}; stopping everything.", file=sys.stderr)
         if e.child.tail:
@@ -356,32 +367,52 @@ async def _up(args: argparse.Namespace) -> int:
         env=server_env,
     )
     page = f"http://localhost:{args.port}"
+    everyone = [c for c, _, _ in children] + [server]
+    failed: Child | None = None
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            for child, url, what in children:
-                print(f"Starting {what}...", flush=True)
-                await nursery.start(child.run)
-                await wait_ready(child, url, what)
-                if child.label == "llm":
-                    await warm_llm(choices["llm"].url, model.stem)
-            print("Starting the server...", flush=True)
-            await nursery.start(server.run)
-            await wait_ready(server, f"http://127.0.0.1:{args.port}/v1/health", "server")
-            print(f"\nOpen {page} and talk. Ctrl-C stops everything.\n", flush=True)
-            everyone = [server] + [c for c, _, _ in children]
-            stop = await _wait_for_stop(signals, everyone)
+            with trio.CancelScope() as running:
+                nursery.start_soon(_cancel_on_signal, signals, running)
+                # The engines load their models while the LLM starts: on 2 cores that overlaps
+                # single-threaded loading with the LLM's start instead of queueing them.
+                async with trio.open_nursery() as starting:
+                    for child, url, what in children:
+                        print(f"Starting {what}...", flush=True)
+                        await nursery.start(child.run)
+                        starting.start_soon(_until_ready, child, url, what)
+                print("Starting the server...", flush=True)
+                await nursery.start(server.run)
+                async with trio.open_nursery() as starting:
+                    starting.start_soon(_until_ready, server, f"{page}/v1/health", "server")
+                    if choices["llm"].source == "local":  # while the server starts
+                        starting.start_soon(warm_llm, choices["llm"].url, model.stem)
+                print(f"\nOpen {page} and talk. Ctrl-C stops everything.\n", flush=True)
+                failed = await _first_exit(everyone)
+            # Stopping in order: the server drains its sessions, then the engines go.
             server.scope.cancel()
             await server.exited.wait()
-            for child, _, _ in children:
+            for child in everyone:
                 child.scope.cancel()
-        if stop is not None:
-            raise ChildFailed(stop, f"exited with code {stop.returncode}")
+            nursery.cancel_scope.cancel()
+    if failed is not None:
+        raise ChildFailed(failed, f"exited with code {failed.returncode}")
     print("Stopped.")
     return 0
 
 
-async def _wait_for_stop(signals: object, children: list[Child]) -> Child | None:
-    """``None`` on Ctrl-C/SIGTERM, or the child that exited first."""
+async def _until_ready(child: Child, url: str, what: str) -> None:
+    await wait_ready(child, url, what)
+
+
+async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:
+    async for signum in signals:
+        print(f"\n{signal.Signals(signum).name} received: stopping", flush=True)
+        scope.cancel()
+        return
+
+
+async def _first_exit(children: list[Child]) -> Child:
+    """The first child to exit (the stack cannot go on without it)."""
     dead: list[Child] = []
     async with trio.open_nursery() as nursery:
 
@@ -390,13 +421,6 @@ async def _wait_for_stop(signals: object, children: list[Child]) -> Child | None
             dead.append(child)
             nursery.cancel_scope.cancel()
 
-        async def on_signal() -> None:
-            async for signum in signals:  # type: ignore[attr-defined]
-                print(f"\n{signal.Signals(signum).name} received: stopping", flush=True)
-                nursery.cancel_scope.cancel()
-                return
-
         for child in children:
             nursery.start_soon(watch, child)
-        nursery.start_soon(on_signal)
-    return dead[0] if dead else None
+    return dead[0]
