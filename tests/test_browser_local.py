@@ -4,8 +4,10 @@ microphone (Chromium's fake microphone plays espeak-ng speech written here).
 
 Timeline of the fake microphone (seconds after Connect; the real engines' timing varies, so the
 checks look for outcomes, not instants):
-- 0-12: silence while the bot greets (a cold LLM on a busy machine can take seconds);
-- the question "What is the capital of France?", then 14 s of silence for the answer;
+- 0-8: silence while the bot greets;
+- the question "What is the capital of France?", then 8 s of silence for the answer (the gaps
+  stay under the session's 7 s user-silence timeout once the bot has finished: a small LLM may
+  answer a silence prompt with "Bye!", which ends the call);
 - "Tell me a long story about a dragon and a knight.", then 4 s while the story starts;
 - "Stop, please stop talking now." over the story → the server interrupts the bot;
 - silence until the end of the file (Chromium loops it; it is longer than the test).
@@ -41,9 +43,9 @@ STATE = "({stats: window.__unmuteStats, turns: window.__unmuteTranscript?.turns(
 
 def write_microphone(path: Path) -> None:
     pieces = [
-        silence(12.0),
+        silence(8.0),
         espeak(QUESTION),
-        silence(14.0),
+        silence(8.0),
         espeak("Tell me a long story about a dragon and a knight."),
         silence(4.0),
         espeak("Stop, please stop talking now."),
@@ -112,9 +114,9 @@ async def _converse(page: Page, url: str) -> None:
     assert "local-stt-moonshine" in engines and "local-tts-piper" in engines, engines
     users = [t["text"] for t in turns if t["role"] == "user"]
     assert any(word_errors(QUESTION, text) <= 1 for text in users), why
-    # Real audio came out of the page's player (the greeting and the answer), and the
-    # barge-in flushed what was queued of the story.
-    assert stats["playback"]["nonSilentSamples"] > 3 * 48_000, why
+    # Real audio came out of the page's player (the greeting and the answer, ~2 s at least;
+    # the real engines' greeting can be a single word), and the barge-in flushed the story.
+    assert stats["playback"]["nonSilentSamples"] > 1.5 * 48_000, why
     assert stats["playback"]["flushes"] >= 1, why
     assert stats["events"].get("unmute.interrupted_by_vad", 0) >= 1, why
     assert stats["errors"] == [], why
