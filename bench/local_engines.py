@@ -28,6 +28,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -58,47 +59,52 @@ TARGETS = {"wer": 0.12, "word_latency_s": 1.0, "tts_first_audio_s": 0.5}
 # Silence after the last voiced VAD window at which prs[2] (2 s horizon) reaches 0.6, by design.
 _H = PAUSE_HORIZONS_S[2]
 END_OF_TURN_FLOOR_S = _H / 2 + _H / 10 * math.log((0.6 - 0.02) / (0.98 - 0.6))
+QUOTES = re.compile(r"(?<![A-Za-z])'|'(?![A-Za-z])")  # not an apostrophe inside a word
+CLAUSE_END = (".", ",", "!", "?", ";", ":")
 
-SENTENCES = [
-    "What is the weather going to be like tomorrow morning?",
-    "Remind me to call my mother when I get home.",
-    "Can you recommend a good Italian restaurant near here?",
-    "Turn off the lights in the living room.",
-    "How long does it take to boil an egg?",
-    "Add milk, bread and coffee to my shopping list.",
-    "What time does the pharmacy close tonight?",
-    "Play some relaxing music while I cook dinner.",
-    "I would like to book a table for dinner on Friday.",
-    "Who wrote the novel Pride and Prejudice?",
-    "Please read me the latest news about the economy.",
-    "How do I get to the nearest train station from here?",
-    "Tell me a short joke about cats.",
-    "What is the difference between a virus and a bacterium?",
-    "I am feeling tired today, can you suggest a quick workout?",
-    "Send a message to Sarah saying I will be late.",
-    "Why is the sky blue during the day but red at sunset?",
-    "Translate good morning into Spanish for me.",
-    "Could you explain how a heat pump works in simple terms?",
-    "My flight was cancelled and I need to find another one.",
-    "What should I cook for dinner if I only have rice and eggs?",
-    "Wake me up early tomorrow so I can go running.",
-    "Is it going to rain this weekend in London?",
-    "Thanks, that was really helpful, have a nice evening.",
-]
-REPLIES = [  # ten words each; the TTS speaks a chunk as soon as a word ends a clause
-    "Sure, tomorrow looks sunny with a light breeze all day.",
-    "The pharmacy on Main Street closes at nine this evening.",
-    "I have added milk, bread and coffee to your list.",
-    "A hard boiled egg takes about nine minutes to cook.",
-    "Okay, I will remind you to call your mother tonight.",
-    "Jane Austen wrote Pride and Prejudice, published in eighteen thirteen.",
-    "The sky looks blue because air scatters blue light more.",
-    "I found three Italian restaurants within walking distance of here.",
-    "Try this quick workout: squats, push ups, and a plank.",
-    "Your message to Sarah has been sent, she will know.",
-    "Expect rain in London on Saturday, so bring an umbrella.",
-    "A heat pump moves warmth from outside into your home.",
-]
+# Things people say to a voice assistant; no numerals (the scoring does not equate "7" and
+# "seven").
+SENTENCES = """
+What is the weather going to be like tomorrow morning?
+Remind me to call my mother when I get home.
+Can you recommend a good Italian restaurant near here?
+Turn off the lights in the living room.
+How long does it take to boil an egg?
+Add milk, bread and coffee to my shopping list.
+What time does the pharmacy close tonight?
+Play some relaxing music while I cook dinner.
+I would like to book a table for dinner on Friday.
+Who wrote the novel Pride and Prejudice?
+Please read me the latest news about the economy.
+How do I get to the nearest train station from here?
+Tell me a short joke about cats.
+What is the difference between a virus and a bacterium?
+I am feeling tired today, can you suggest a quick workout?
+Send a message to Sarah saying I will be late.
+Why is the sky blue during the day but red at sunset?
+Translate good morning into Spanish for me.
+Could you explain how a heat pump works in simple terms?
+My flight was cancelled and I need to find another one.
+What should I cook for dinner if I only have rice and eggs?
+Wake me up early tomorrow so I can go running.
+Is it going to rain this weekend in London?
+Thanks, that was really helpful, have a nice evening.
+""".splitlines()[1:]
+# Ten words each. The TTS speaks a chunk as soon as a word ends a clause.
+REPLIES = """
+Sure, tomorrow looks sunny with a light breeze all day.
+The pharmacy on Main Street closes at nine this evening.
+I have added milk, bread and coffee to your list.
+A hard boiled egg takes about nine minutes to cook.
+Okay, I will remind you to call your mother tonight.
+Jane Austen wrote Pride and Prejudice, published in eighteen thirteen.
+The sky looks blue because air scatters blue light more.
+I found three Italian restaurants within walking distance of here.
+Try this quick workout: squats, push ups, and a plank.
+Your message to Sarah has been sent, she will know.
+Expect rain in London on Saturday, so bring an umbrella.
+A heat pump moves warmth from outside into your home.
+""".splitlines()[1:]
 
 
 @dataclass
@@ -137,12 +143,10 @@ class Cost:
     @contextmanager
     def timing(self, audio_s: float) -> Iterator[None]:
         cpu, wall = time.thread_time(), time.perf_counter()
-        try:
-            yield
-        finally:
-            self.cpu += time.thread_time() - cpu
-            self.wall += time.perf_counter() - wall
-            self.audio, self.calls = self.audio + audio_s, self.calls + 1
+        yield
+        self.cpu += time.thread_time() - cpu
+        self.wall += time.perf_counter() - wall
+        self.audio, self.calls = self.audio + audio_s, self.calls + 1
 
     def rtf(self, audio: float | None = None) -> str:
         audio = audio or self.audio
@@ -158,6 +162,11 @@ class TimedRecognizer:
     def transcribe(self, audio: np.ndarray) -> str:
         with self.cost.timing(len(audio) / 16_000):
             return self.inner.transcribe(audio)
+
+
+def errors(reference: str, heard: str) -> int:
+    """Word edit distance (the tests' ``word_errors``), quotation marks removed first."""
+    return word_errors(reference, QUOTES.sub(" ", heard))
 
 
 def speech_end(pcm: np.ndarray, window: int = 240) -> float:
@@ -262,18 +271,18 @@ def summarise(utts: list[Utterance], voice: str) -> dict[str, Any]:
     aligned = [
         h.arrival - end
         for u in mine
-        if u.word_ends and not word_errors(u.text, u.streamed) and len(u.heard) == len(u.word_ends)
+        if u.word_ends and not errors(u.text, u.streamed) and len(u.heard) == len(u.word_ends)
         for h, end in zip(u.heard, u.word_ends, strict=True)
     ]
     return {
         "words": sum(len(normalise_words(u.text)) for u in mine),
-        "errors_offline": sum(word_errors(u.text, u.offline) for u in mine),
-        "errors_streaming": sum(word_errors(u.text, u.streamed) for u in mine),
+        "errors_offline": sum(errors(u.text, u.offline) for u in mine),
+        "errors_streaming": sum(errors(u.text, u.streamed) for u in mine),
         "last_word_s": [u.heard[-1].arrival - u.speech_end for u in mine if u.heard],
         "every_word_estimated_s": [h.arrival - h.stop for u in mine for h in u.heard],
         "every_word_aligned_s": aligned,
         "end_of_turn_s": [u.end_of_turn - u.speech_end for u in mine if u.end_of_turn is not None],
-        "no_end_of_turn": sum(u.end_of_turn is None for u in mine),
+        "missing": sum(u.end_of_turn is None for u in mine),
         "max_send_lag_s": max(u.send_lag for u in mine),
     }
 
@@ -311,14 +320,25 @@ def report(result: dict[str, Any], utts: list[Utterance]) -> list[str]:
     ]  # fmt: skip
     for voice in ("espeak-ng", "Piper"):
         lines.append(f"\nworst sentences, {voice} voice (word errors offline / streaming):")
-        scored = [
-            (word_errors(u.text, u.offline), word_errors(u.text, u.streamed), u) for u in utts
-        ]
+        scored = [(errors(u.text, u.offline), errors(u.text, u.streamed), u) for u in utts]
         scored = [s for s in scored if s[2].voice == voice and s[0] + s[1]]
         for off, on, u in sorted(scored, key=lambda s: -s[0] - s[1])[:5]:
             lines.append(f"  {off} / {on}  {u.text}\n      offline:   {u.offline}")
             lines.append(f"      streaming: {u.streamed}")
-    return lines
+    lines.append("\nTTS replies: first audio (s), words in the first chunk, reply")
+    for reply, first in zip(REPLIES, t["tts_first_audio_s"], strict=False):
+        chunk = next((i + 1 for i, w in enumerate(reply.split()) if w.endswith(CLAUSE_END)), 0)
+        lines.append(f"  {first:.2f}  {chunk:2}  {reply}")
+    m, load = t["machine"], [" ".join(f"{x:.2f}" for x in t[f"load_{w}"]) for w in ("start", "end")]
+    lag, missing = max(e["max_send_lag_s"], p["max_send_lag_s"]), e["missing"] + p["missing"]
+    return [
+        *lines,
+        f"\nCPU affinity {t['cpu_affinity']} of {m['cpus']} CPUs ({m['cpu_model']}); load average "
+        f"{load[0]} at start, {load[1]} at end; sender's worst lag behind real time {lag:.3f} s; "
+        f"streams with no end of turn: {missing}",
+        "targets: STT WER ≤ 12% on espeak-ng speech, words out ≤ 1.0 s after they are spoken, "
+        "TTS first audio ≤ 0.5 s",
+    ]
 
 
 def main() -> int:
@@ -329,7 +349,7 @@ def main() -> int:
     args = parser.parse_args()
     affinity = sorted(os.sched_getaffinity(0))
     result: dict[str, Any] = {"machine": machine(), "cpu_affinity": affinity}
-    result["load_average_start"] = os.getloadavg()
+    result["load_start"] = os.getloadavg()
     if len(affinity) > 1:
         print("not pinned: run under `taskset -c 1` for one-core figures", file=sys.stderr)
     sentences, replies = (SENTENCES[:4], REPLIES[:4]) if args.quick else (SENTENCES, REPLIES)
@@ -356,21 +376,11 @@ def main() -> int:
         "llm_words_per_s": wps,
         "tts_first_audio_s": [f for f, _ in firsts],
         "tts_reply_audio_s": [a for _, a in firsts],
-        "load_average_end": os.getloadavg(),
+        "load_end": os.getloadavg(),
     }
     print("\n".join(report(result, utts)))
-    lag = max(result[v]["max_send_lag_s"] for v in ("espeak-ng", "Piper"))
-    missing = sum(result[v]["no_end_of_turn"] for v in ("espeak-ng", "Piper"))
-    m, loads = result["machine"], [result["load_average_start"], result["load_average_end"]]
-    print(
-        f"\nCPU affinity {affinity} of {m['cpus']} CPUs ({m['cpu_model']}); load average "
-        + " at start, ".join(" ".join(f"{x:.2f}" for x in load) for load in loads)
-        + f" at end; sender's worst lag behind real time {lag:.3f} s; streams with no end of "
-        f"turn: {missing}\ntargets: STT WER ≤ 12% on espeak-ng speech, words out ≤ 1.0 s after "
-        "they are spoken, TTS first audio ≤ 0.5 s"
-    )
     if args.json is not None:
-        details = [{k: v for k, v in vars(u).items() if k != "pcm"} for u in utts]
+        details = [{"streaming": u.streamed} | vars(u) | {"pcm": None} for u in utts]
         args.json.write_text(json.dumps(result | {"utterances": details}, indent=1, default=vars))
     return 0
 
