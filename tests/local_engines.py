@@ -33,9 +33,8 @@ def _unavailable(reason: str) -> None:
 @functools.cache
 def _load_stt_models() -> tuple[Any, Any] | str:
     try:
-        from unmute_trio.engines.vad import SileroVadModel
-
         from unmute_trio.engines.moonshine import MoonshineRecognizer
+        from unmute_trio.engines.vad import SileroVadModel
         from unmute_trio.engines.weights import WeightsError
     except ModuleNotFoundError as e:
         return f"the local extra is not installed ({e.name})"
