@@ -380,12 +380,13 @@ async def _up(args: argparse.Namespace) -> int:
                         print(f"Starting {what}...", flush=True)
                         await nursery.start(child.run)
                         starting.start_soon(_until_ready, child, url, what)
+                if choices["llm"].source == "local":
+                    # In the background: it takes seconds, and the user still has to open the
+                    # page; a first session meanwhile waits for it inside llama-server.
+                    nursery.start_soon(warm_llm, choices["llm"].url, model.stem)
                 print("Starting the server...", flush=True)
                 await nursery.start(server.run)
-                async with trio.open_nursery() as starting:
-                    starting.start_soon(_until_ready, server, f"{page}/v1/health", "server")
-                    if choices["llm"].source == "local":  # while the server starts
-                        starting.start_soon(warm_llm, choices["llm"].url, model.stem)
+                await wait_ready(server, f"{page}/v1/health", "server")
                 print(f"\nOpen {page} and talk. Ctrl-C stops everything.\n", flush=True)
                 failed = await _first_exit(everyone)
             # Stopping in order: the server drains its sessions, then the engines go.
