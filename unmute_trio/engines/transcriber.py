@@ -61,7 +61,7 @@ class TranscriberPolicy:
     pre_pad_s: float = 0.2  # Moonshine hears the onset the VAD only noticed late
     post_pad_s: float = 0.15
     max_segment_s: float = 15.0  # decode cost grows with length; Moonshine's limit is ~30 s
-    interim_interval_s: float = 0.7
+    interim_interval_s: float = 0.5
     interim_guard_s: float = 0.4  # interim words ending closer than this to the audio's end wait
     delay_s: float = 0.5  # the moshi STT's text delay, which the session's flush relies on
 
