@@ -277,11 +277,11 @@ class ChildFailed(Exception):
 
 
 def default_llm_threads() -> int:
-    """cores − 1, but at least 2. Measured on 2 cores (docs/local-stack-bench.md): 2 threads
-    give a voice-to-voice median of 2.65 s against 3.47 s with 1, although 2 threads slow down
-    badly whenever another process keeps a core busy (docs/local-llm.md). With more cores, one
-    is left to the speech engines and the server."""
-    return max(2, (os.cpu_count() or 2) - 1)
+    """cores − 1, at least 1: a core is left to the speech engines, the server and the
+    browser. On 2 cores, 2 threads were ~0.3 s faster to answer on a quiet machine but
+    collapsed (3.8–5.5 s voice-to-voice) whenever anything else kept a core busy, and slowed
+    the start-up; 1 thread stayed steady (docs/local-stack-bench.md, docs/local-llm.md)."""
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
