@@ -135,6 +135,9 @@ class Child:
     niceness: int = 0
     env: dict[str, str] | None = None
     echo: bool = True  # print its output lines (prefixed); always kept for the tail
+    # SIGTERM → SIGKILL delay. llama-server busy with a long prompt ignores SIGTERM until it is
+    # done (seconds), and has nothing to save: it gets a short one.
+    stop_grace_s: float = STOP_GRACE_S
     popen: subprocess.Popen[bytes] | None = None
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
@@ -190,12 +193,12 @@ class Child:
                 os.close(pidfd)
 
     async def _stop(self) -> None:
-        """SIGTERM, then SIGKILL after ``STOP_GRACE_S``; returns once it has exited."""
+        """SIGTERM, then SIGKILL after ``stop_grace_s``; returns once it has exited."""
         assert self.popen is not None
         if self.popen.poll() is not None:
             return
         self.popen.terminate()
-        with trio.move_on_after(STOP_GRACE_S):
+        with trio.move_on_after(self.stop_grace_s):
             await self._wait()
             return
         self.popen.kill()
@@ -357,7 +360,7 @@ async def _up(args: argparse.Namespace) -> int:
         command = [str(binary), "-m", str(model), "-t", str(args.llm_threads), "-np", "1"]
         command += ["-c", "4096", "--jinja", "--host", "127.0.0.1", "--port", str(args.llm_port)]
         command += ["--alias", model.stem]  # the model name /v1/models (and /v1/health) shows
-        llm = Child("llm", command, niceness=LLM_NICENESS, echo=False)
+        llm = Child("llm", command, niceness=LLM_NICENESS, echo=False, stop_grace_s=3.0)
         ready = ROLES[2].probe_url(choices["llm"].url)
         children.append((llm, ready, f"local LLM ({model.name})"))
     server_env = {**env, **{r.env: choices[r.name].url for r in ROLES}}
