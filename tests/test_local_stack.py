@@ -267,7 +267,9 @@ async def test_up_stops_everything_when_an_engine_dies() -> None:
         os.kill(engines[0], signal.SIGKILL)
         with trio.fail_after(30):
             code = await process.wait()
-        await trio.sleep(0.5)  # let the reader collect the last lines
+        with trio.move_on_after(10):  # the reader still has the launcher's last lines to read
+            while not any("engines exited with code -9" in line for line in lines):
+                await trio.sleep(0.05)
     assert code == 1
     assert any("engines exited with code -9" in line for line in lines), lines[-10:]
     for child in children:

@@ -382,7 +382,7 @@ async def _up(args: argparse.Namespace) -> int:
                     for child, url, what in children:
                         print(f"Starting {what}...", flush=True)
                         await nursery.start(child.run)
-                        starting.start_soon(_until_ready, child, url, what)
+                        starting.start_soon(wait_ready, child, url, what)
                 if choices["llm"].source == "local":
                     # In the background: it takes seconds, and the user still has to open the
                     # page; a first session meanwhile waits for it inside llama-server.
@@ -402,10 +402,6 @@ async def _up(args: argparse.Namespace) -> int:
         raise ChildFailed(failed, f"exited with code {failed.returncode}")
     print("Stopped.")
     return 0
-
-
-async def _until_ready(child: Child, url: str, what: str) -> None:
-    await wait_ready(child, url, what)
 
 
 async def _cancel_on_signal(signals: AsyncIterator[int], scope: trio.CancelScope) -> None:

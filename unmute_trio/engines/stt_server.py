@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +51,7 @@ from unmute_trio.testing.sim_base import (
     LOG_LENGTH,
     MoshiSimulator,
     close_websocket,
+    first_to_return,
     is_authorized,
 )
 from unmute_trio.testing.stt_sim import SttConnectionRecord, decode_ogg_chunk
@@ -142,21 +142,9 @@ class _SttStream:
         # Wakes the decoder (new job possible) and the receiver (held messages released).
         self._decode_wakeup = trio.Event()
         self._released = trio.Event()
-        self._end: str | None = None
 
     async def run(self) -> str:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._until_done, self._receive, nursery.cancel_scope)
-            nursery.start_soon(self._until_done, self._decode, nursery.cancel_scope)
-        assert self._end is not None
-        return self._end
-
-    async def _until_done(
-        self, task: Callable[[], Awaitable[str]], scope: trio.CancelScope
-    ) -> None:
-        reason = await task()
-        self._end = self._end or reason
-        scope.cancel()
+        return await first_to_return(self._receive, self._decode)
 
     # ---------------------------------------------------------------- receiving
 

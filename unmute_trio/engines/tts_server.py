@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +48,7 @@ from unmute_trio.testing.sim_base import (
     LOG_LENGTH,
     MoshiSimulator,
     close_websocket,
+    first_to_return,
     is_authorized,
 )
 from unmute_trio.testing.tts_sim import FORMATS, NORMALISE_TEXT, TtsConnectionRecord, TtsOutput
@@ -155,21 +155,9 @@ class _TtsStream:
         self._words_in, self._words_out = trio.open_memory_channel[str](WORD_QUEUE_SIZE)
         self._audio = np.zeros(0, dtype=np.float32)  # < one frame carried between chunks
         self._seconds = 0.0  # audio generated so far
-        self._end: str | None = None
 
     async def run(self) -> str:
-        async with trio.open_nursery() as nursery:
-            for task in (self._receive, self._generate):
-                nursery.start_soon(self._until_done, task, nursery.cancel_scope)
-        assert self._end is not None
-        return self._end
-
-    async def _until_done(
-        self, task: Callable[[], Awaitable[str]], scope: trio.CancelScope
-    ) -> None:
-        reason = await task()
-        self._end = self._end or reason
-        scope.cancel()
+        return await first_to_return(self._receive, self._generate)
 
     # ---------------------------------------------------------------- receiving
 

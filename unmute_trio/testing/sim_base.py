@@ -55,6 +55,23 @@ class StreamHandle:
     done: trio.Event = field(default_factory=trio.Event)
 
 
+async def first_to_return(*tasks: Callable[[], Awaitable[str]]) -> str:
+    """Run the tasks concurrently; when one returns (a stream's reason to end), cancel the
+    others and return that reason."""
+    ended: list[str] = []
+    async with trio.open_nursery() as nursery:
+
+        async def run(task: Callable[[], Awaitable[str]]) -> None:
+            reason = await task()
+            if not ended:
+                ended.append(reason)
+            nursery.cancel_scope.cancel()
+
+        for task in tasks:
+            nursery.start_soon(run, task)
+    return ended[0]
+
+
 class SimConnections:
     """Open-connection count, capacity slots and kill switch of one simulator."""
 

@@ -46,7 +46,6 @@ import logging
 import math
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +74,7 @@ from unmute_trio.testing.sim_base import (
     LOG_LENGTH,
     MoshiSimulator,
     close_websocket,
+    first_to_return,
     is_authorized,
 )
 from unmute_trio.testing.speech import speech_like
@@ -153,21 +153,9 @@ class _TtsStream:
         self._audio = np.zeros(0, dtype=np.float32)  # < 1 frame plus one word's samples
         self._samples_generated = 0
         self._last_frame_at: float | None = None
-        self._end: str | None = None
 
     async def run(self) -> str:
-        async with trio.open_nursery() as nursery:
-            for task in (self._receive, self._generate):
-                nursery.start_soon(self._until_done, task, nursery.cancel_scope)
-        assert self._end is not None
-        return self._end
-
-    async def _until_done(
-        self, task: Callable[[], Awaitable[str]], scope: trio.CancelScope
-    ) -> None:
-        reason = await task()
-        self._end = self._end or reason
-        scope.cancel()
+        return await first_to_return(self._receive, self._generate)
 
     async def _send(self, data: bytes | None) -> None:
         if data is not None:
