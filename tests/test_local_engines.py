@@ -14,7 +14,9 @@ import numpy as np
 import trio
 
 from tests.local_engines import (
+    HEARD_LETTER_ERRORS,
     espeak,
+    letter_error_rate,
     local_stt_engine,
     local_tts_engine,
     normalise_words,
@@ -110,7 +112,7 @@ async def test_local_tts_speaks_words_the_local_stt_understands(nursery: trio.Nu
             assert frames_before * 0.08 <= message.start_s + 1e-6
     recognizer, _ = stt_models()
     heard = recognizer.transcribe(resample(audio, 24_000, 16_000))
-    assert word_errors(text, heard) <= 2, heard
+    assert letter_error_rate(text, heard) <= HEARD_LETTER_ERRORS, heard
 
 
 async def test_spoken_conversation_through_the_server_with_local_engines() -> None:
@@ -144,8 +146,7 @@ async def test_spoken_conversation_through_the_server_with_local_engines() -> No
     heard = recognizer.transcribe(
         resample(client.bot_audio_between(asked_at, done_at), 24_000, 16_000)
     )
-    errors = word_errors(reply_text, heard)
-    assert errors <= max(2, len(normalise_words(reply_text)) // 4), (reply_text, heard)
+    assert letter_error_rate(reply_text, heard) <= HEARD_LETTER_ERRORS, (reply_text, heard)
 
 
 def _reply_text(events: list[dict[str, Any]]) -> str:

@@ -25,8 +25,10 @@ import trio
 
 from tests.conftest import closed_port
 from tests.local_engines import (
+    HEARD_LETTER_ERRORS,
     REQUIRED,
     espeak,
+    letter_error_rate,
     local_stt_engine,
     local_tts_engine,
     normalise_words,
@@ -99,7 +101,11 @@ async def test_spoken_question_answered_by_the_local_llm_and_spoken() -> None:
             await client.update_session(SMALLTALK)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stream_forever_silence, client)
-                await client.wait_for("response.audio.done")  # the greeting
+                # The greeting; if the 0.5B model rambles (it sometimes recites its prompt),
+                # the question talks over it after 10 s, as a user would.
+                await client.wait_for("response.audio.delta")
+                with trio.move_on_after(10):
+                    await client.wait_for("response.audio.done")
                 nursery.cancel_scope.cancel()
             asked_at = len(client.events)
             await client.stream(espeak("What is the capital of France?"))
@@ -110,17 +116,17 @@ async def test_spoken_question_answered_by_the_local_llm_and_spoken() -> None:
             done_at = client.events.index(done)
 
             # Barge-in: ask for a long answer and talk over it once it is being spoken.
-            story_at = len(client.events)
-            await client.stream(espeak("Tell me a long story about a dragon and a knight."))
+            long_at = len(client.events)
+            await client.stream(espeak("Explain in detail how a car engine works."))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stream_forever_silence, client)
-                await client.wait_for("response.audio.delta", after=story_at)
+                await client.wait_for("response.audio.delta", after=long_at)
                 await trio.sleep(1.0)
                 nursery.cancel_scope.cancel()
             await client.stream(espeak("Stop, please stop talking now."))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(stream_forever_silence, client)
-                await client.wait_for("unmute.interrupted_by_vad", after=story_at)
+                await client.wait_for("unmute.interrupted_by_vad", after=long_at)
                 nursery.cancel_scope.cancel()
 
     user_turn = [
@@ -138,7 +144,7 @@ async def test_spoken_question_answered_by_the_local_llm_and_spoken() -> None:
     recognizer, _ = stt_models()
     audio = client.bot_audio_between(asked_at, done_at)
     heard = recognizer.transcribe(resample(audio, 24_000, 16_000))
-    assert word_errors(reply, heard) <= max(2, len(normalise_words(reply)) // 4), (reply, heard)
+    assert letter_error_rate(reply, heard) <= HEARD_LETTER_ERRORS, (reply, heard)
 
 
 # ------------------------------------------------------------------ unmute-trio up
