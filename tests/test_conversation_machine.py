@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -13,11 +14,11 @@ from unmute_trio.conversation import (
     CloseSession,
     ConversationMachine,
     ConversationState,
-    Emit,
     Event,
     FlushStt,
     LlmDone,
     LlmWord,
+    Notify,
     ResetPausePrediction,
     ServiceFailed,
     ServiceRetrying,
@@ -29,12 +30,27 @@ from unmute_trio.conversation import (
     TtsWordSpoken,
     TurnAudioFinished,
 )
+from unmute_trio.conversation.events import (
+    AudioCommitted,
+    FunctionOutputAdded,
+    LlmToolCall,
+    ResponseCancelRequested,
+    ResponseFinished,
+    ResponseRequested,
+    ResponseSpec,
+    ResponseToolCall,
+    TurnOptions,
+    TurnOptionsChanged,
+    UserTextAdded,
+)
 from unmute_trio.conversation.machine import (
+    CANCELLED_BY_CLIENT,
     GOODBYE_CLOSE_REASON,
     INTERRUPTED_BY_VAD,
     INTERRUPTED_BY_WORD,
 )
 from unmute_trio.errors import ServiceAtCapacity, ServiceDisconnected, ServiceTimeout
+from unmute_trio.session import unmute_front
 
 PAGE = 960  # one 40 ms browser page at 24 kHz
 PROMPT = "PROMPT"
@@ -47,13 +63,14 @@ def norm(actions: list[Action]) -> list[Any]:
     status updates reduced to their chat history."""
     out: list[Any] = []
     for action in actions:
-        if not isinstance(action, Emit):
+        if not isinstance(action, Notify):
             out.append(action)
             continue
-        fields = action.event.model_dump(exclude={"event_id", "type"})
-        if action.event.type == "unmute.additional_outputs":  # type: ignore[attr-defined]
-            fields = {"chat_history": fields["args"]["chat_history"]}
-        out.append((action.event.type, fields))  # type: ignore[attr-defined]
+        for event in unmute_front.present(action.note):
+            fields = event.model_dump(exclude={"event_id", "type"})
+            if event.type == "unmute.additional_outputs":  # type: ignore[attr-defined]
+                fields = {"chat_history": fields["args"]["chat_history"]}
+            out.append((event.type, fields))  # type: ignore[attr-defined]
     return out
 
 
@@ -498,14 +515,91 @@ def test_status_updates_at_most_once_per_second_of_audio() -> None:
     actions: list[Action] = []
     for _ in range(100):  # 4 s of audio
         actions += s.m.handle(AudioReceived(PAGE))
-    status = [a for a in actions if isinstance(a, Emit)]
+    status = [a for a in actions if isinstance(a, Notify)]
     assert len(status) == 3  # after 1.04 s, 2.08 s and 3.12 s
     assert all(a.droppable for a in status)
-    debug = status[0].event.args["debug_dict"]  # type: ignore[attr-defined]
+    (event,) = unmute_front.present(status[0].note)
+    debug = event.args["debug_dict"]  # type: ignore[attr-defined]
     assert debug["conversation_state"] == "waiting_for_user"
-    assert status[0].event.args["debug_plot_data"] == []  # type: ignore[attr-defined]
+    assert event.args["debug_plot_data"] == []  # type: ignore[attr-defined]
 
 
 def test_negative_sample_count_is_a_bug() -> None:
     with pytest.raises(ValueError):
         ConversationMachine("p").handle(AudioReceived(-1))
+
+
+# ------------------------------------------------------------------------ OpenAI turn options
+
+
+def manual(**changes: Any) -> Script:
+    s = Script()
+    options = TurnOptions(greet=False, detect_turns=False, auto_respond=False, barge_in=True)
+    s(TurnOptionsChanged(dataclasses.replace(options, **changes)))
+    s.setup()
+    return s
+
+
+def test_manual_turns_wait_for_commit_and_a_requested_response() -> None:
+    s = manual(silence_timeout_s=None)
+    s.audio_until(20.0)  # no greeting, no silence marker
+    assert not any(isinstance(a, StartTurn) for a in s.audio())
+    s.user_says("What", "time", "is", "it?")
+    assert not any(isinstance(a, FlushStt) for a in s.step(0.95, steps=3) + s.audio())
+    assert s.m.state is State.USER_SPEAKING  # a pause alone does not end a manual turn
+    assert FlushStt(8) in s.m.handle(AudioCommitted())
+    # Asked for while the flush runs: the reply starts once the last words are in.
+    assert s.m.handle(ResponseRequested(ResponseSpec(speak=False))) == []
+    actions = s.step(0.9, steps=8)
+    starts = [a for a in actions if isinstance(a, StartTurn)]
+    assert len(starts) == 1 and starts[0].spec.speak is False
+    assert starts[0].messages[-1] == msg("user", "What time is it?")
+    # A text reply ends with the LLM: its written words are the transcript.
+    s(LlmWord(1, "Noon."))
+    done = s.m.handle(LlmDone(1))
+    assert any(isinstance(a, Notify) and isinstance(a.note, ResponseFinished) for a in done)
+    assert s.m.transcript.chat_history()[-1] == msg("assistant", "Noon.")
+    assert s.m.state is State.WAITING_FOR_USER
+
+
+def test_without_barge_in_speech_over_the_bot_changes_nothing() -> None:
+    s = manual(barge_in=False)
+    s.m.handle(ResponseRequested())
+    assert s.m.state is State.BOT_SPEAKING
+    actions = s(SttWord("hey", 1.0)) + s.step(0.1, steps=60) + s.audio_until(4.0)
+    assert not any(isinstance(a, CancelTurn) for a in actions)
+    assert s.m.state is State.BOT_SPEAKING
+
+
+def test_a_cancelled_request_interrupts_the_reply() -> None:
+    s = manual()
+    s.m.handle(ResponseRequested())
+    actions = s.m.handle(ResponseCancelRequested())
+    assert actions[0] == CancelTurn(1, reason=CANCELLED_BY_CLIENT)
+    assert s.m.state is State.WAITING_FOR_USER
+    assert s.m.handle(ResponseCancelRequested()) == []  # nothing left to cancel
+
+
+def test_function_calls_and_outputs_reach_the_llm() -> None:
+    s = manual()
+    s(UserTextAdded("Weather in Paris?"))
+    s.m.handle(ResponseRequested(ResponseSpec(tools=[{"type": "function"}])))
+    calls = s.m.handle(LlmToolCall(1, "call_1", "get_weather", '{"city": "Paris"}'))
+    assert [type(a.note) for a in calls if isinstance(a, Notify)] == [ResponseToolCall]
+    s(LlmDone(1), TurnAudioFinished(1), FunctionOutputAdded("call_1", "sunny"))
+    (start,) = [a for a in s.m.handle(ResponseRequested()) if isinstance(a, StartTurn)]
+    assert start.messages[1:] == [
+        msg("user", "Weather in Paris?"),
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]

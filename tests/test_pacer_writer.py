@@ -13,6 +13,7 @@ import trio.testing
 
 from unmute_trio.protocol.browser import ResponseTextDelta, SessionUpdated
 from unmute_trio.session.pacer import AUDIO_LEAD_S, PlaybackClock
+from unmute_trio.session.unmute_front import UnmuteFront
 from unmute_trio.session.writer import QUEUE_CAPACITY, ClientTooSlow, ClientWriter
 
 
@@ -67,7 +68,7 @@ def frame(value: float = 0.1) -> np.ndarray:
 
 async def test_writer_sends_in_order_encodes_audio_and_closes() -> None:
     socket = RecordingSocket()
-    writer = ClientWriter(socket, is_cancelled=lambda turn: False)
+    writer = ClientWriter(socket, UnmuteFront(), is_cancelled=lambda turn: False)
     session = {"allow_recording": False, "instructions": None, "voice": None}
     writer.send_event(SessionUpdated.model_validate({"session": session}))
     for _ in range(3):
@@ -90,7 +91,7 @@ async def test_writer_sends_in_order_encodes_audio_and_closes() -> None:
 async def test_writer_drops_items_of_cancelled_turns() -> None:
     socket = RecordingSocket()
     cancelled: set[int] = set()
-    writer = ClientWriter(socket, is_cancelled=cancelled.__contains__)
+    writer = ClientWriter(socket, UnmuteFront(), is_cancelled=cancelled.__contains__)
     writer.send_event(ResponseTextDelta(delta="old"), turn_id=1)
     writer.send_audio(frame(), turn_id=1)
     writer.send_event(ResponseTextDelta(delta="new"), turn_id=2)
@@ -103,7 +104,7 @@ async def test_writer_drops_items_of_cancelled_turns() -> None:
 
 async def test_a_client_that_stops_reading_is_detected() -> None:
     socket = RecordingSocket(block_after=2)
-    writer = ClientWriter(socket, is_cancelled=lambda turn: False)
+    writer = ClientWriter(socket, UnmuteFront(), is_cancelled=lambda turn: False)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(writer.run)
         await trio.testing.wait_all_tasks_blocked()

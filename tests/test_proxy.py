@@ -16,6 +16,7 @@ from quart import request, websocket
 from trio_websocket import open_websocket_url
 
 from tests.conftest import replace
+from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.settings import Settings, SettingsError
 from unmute_trio.testing.server import serve_app
 from unmute_trio.web.app import create_app
@@ -35,7 +36,9 @@ async def serve_recording(
     """Serve the app; each session records how the app saw its WebSocket request."""
     seen: list[dict[str, Any]] = []
 
-    async def recording_session(socket: RealtimeSocket, st: AppState) -> None:
+    async def recording_session(
+        socket: RealtimeSocket, st: AppState, dialect: Dialect = "unmute"
+    ) -> None:
         seen.append(
             {
                 "scheme": websocket.scheme,
@@ -45,7 +48,7 @@ async def serve_recording(
                 "path": websocket.path,
             }
         )
-        await protocol_only_session(socket, st)
+        await protocol_only_session(socket, st, dialect)
 
     app = create_app(settings, session_runner=recording_session)
 

@@ -70,8 +70,8 @@ async def test_a_turn_cancelled_before_its_task_runs_never_starts(virtual_clock)
                 while session._main_nursery is None:
                     await trio.sleep(0.01)
             messages = [{"role": "system", "content": "x"}, {"role": "user", "content": "Hi"}]
-            session._apply(StartTurn(1, messages, temperature=0.7, voice=None), 1)
-            session._apply(CancelTurn(1, reason="barge-in"), None)
+            session._apply(StartTurn(1, messages, temperature=0.7, voice=None))
+            session._apply(CancelTurn(1, reason="barge-in"))
             with trio.fail_after(10):
                 while session._running_turns.count:
                     assert stack.tts.open_connections == 0

@@ -1,4 +1,4 @@
-"""What goes into the conversation machine (events) and what comes out (actions).
+"""What goes into the conversation machine (events) and what comes out (actions and notes).
 
 Events are facts the session layer observed; actions are what it must do next, in the order
 given. Only control flows through here: audio frames go from the browser to the STT and from
@@ -8,14 +8,17 @@ arrived (``AudioReceived``) and which words were actually played (``TtsWordSpoke
 Every event of a bot turn carries the ``turn_id`` the machine gave in ``StartTurn``. Once a
 turn is cancelled or over, events with its id change nothing and produce no action, so a late
 LLM word or TTS text of an interrupted reply can never reach the browser through the machine.
+
+What the client should be told comes out as :class:`Notify` actions carrying *notes*: plain
+facts of the conversation ("the user started speaking", "this word of reply 3 is being played")
+with no wire format. Each protocol front-end (the Unmute dialect, the OpenAI Realtime API)
+turns notes into its own events, so the machine decides once for every protocol.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
-from pydantic import BaseModel
+from typing import Any, Literal
 
 from unmute_trio.errors import ServiceAtCapacity, ServiceError, ServiceTimeout
 
@@ -119,6 +122,83 @@ class ServiceFailed:
         return cls(service=error.service, kind=failure_kind(error), turn_id=turn_id)
 
 
+@dataclass(frozen=True)
+class TurnOptions:
+    """How turns are taken; the Unmute dialect uses the defaults, OpenAI Realtime clients set
+    them through ``session.update`` (``turn_detection``)."""
+
+    greet: bool = True
+    """The bot speaks first, on the first audio after instructions arrive."""
+    detect_turns: bool = True
+    """The pause prediction ends user turns; otherwise only ``AudioCommitted`` does."""
+    auto_respond: bool = True
+    """A reply starts when a user turn ends; otherwise only on ``ResponseRequested``."""
+    barge_in: bool = True
+    """User speech interrupts the bot."""
+    silence_timeout_s: float | None = 7.0
+    """After this long waiting for the user, the silence marker is sent as their message."""
+
+
+@dataclass(frozen=True)
+class TurnOptionsChanged:
+    options: TurnOptions
+
+
+@dataclass(frozen=True)
+class ResponseSpec:
+    """What a reply the client asked for runs with (OpenAI ``response.create``)."""
+
+    speak: bool = True
+    """Speak the reply (audio and transcript); otherwise text only, no TTS."""
+    system_prompt: str | None = None
+    """This reply's system prompt, instead of the session's."""
+    tools: list[dict[str, Any]] | None = field(default=None, hash=False)
+    tool_choice: str | dict[str, Any] | None = field(default=None, hash=False)
+    max_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ResponseRequested:
+    """The client asked for a reply now (after the user turn being flushed, if any)."""
+
+    spec: ResponseSpec = ResponseSpec()
+
+
+@dataclass(frozen=True)
+class ResponseCancelRequested:
+    """The client asked to stop the reply in progress."""
+
+
+@dataclass(frozen=True)
+class AudioCommitted:
+    """The client ended the user's turn (OpenAI ``input_audio_buffer.commit``)."""
+
+
+@dataclass(frozen=True)
+class UserTextAdded:
+    """The client added a user message as text."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class FunctionOutputAdded:
+    """The client gave the result of a function call."""
+
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True)
+class LlmToolCall:
+    """The LLM of this turn asked for a function call (arguments: JSON text)."""
+
+    turn_id: int
+    call_id: str
+    name: str
+    arguments: str
+
+
 Event = (
     SessionUpdated
     | AudioReceived
@@ -130,6 +210,13 @@ Event = (
     | TurnAudioFinished
     | ServiceRetrying
     | ServiceFailed
+    | TurnOptionsChanged
+    | ResponseRequested
+    | ResponseCancelRequested
+    | AudioCommitted
+    | UserTextAdded
+    | FunctionOutputAdded
+    | LlmToolCall
 )
 
 
@@ -141,18 +228,165 @@ def failure_kind(error: ServiceError) -> FailureKind:
     return "other"
 
 
+# ------------------------------------------------------------------------------------ notes
+
+
+@dataclass(frozen=True)
+class UserTranscriptDelta:
+    """A word of the user's speech as the STT transcribed it (sent as it arrives, before the
+    turn is decided; ``start_time`` is on the STT's clock)."""
+
+    text: str
+    start_time: float
+
+
+@dataclass(frozen=True)
+class UserSpeechStarted:
+    """The first real word of a user turn arrived."""
+
+
+@dataclass(frozen=True)
+class UserSpeechStopped:
+    """The user's turn is over (the pause was detected); the STT is being flushed."""
+
+
+@dataclass(frozen=True)
+class UserTurnEnded:
+    """The user's turn is complete: every word of it has been transcribed."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseStarted:
+    """Bot turn ``turn_id`` starts; ``chat_history`` is the conversation so far as the client
+    sees it (one message per turn, no system prompt)."""
+
+    turn_id: int
+    voice: str | None
+    chat_history: list[dict[str, Any]] = field(hash=False)
+    speak: bool = True
+
+
+@dataclass(frozen=True)
+class ResponseWordPlanned:
+    """The LLM wrote this word of the reply (it has not been spoken yet)."""
+
+    turn_id: int
+    word: str
+
+
+@dataclass(frozen=True)
+class ResponseTextComplete:
+    """The LLM finished the reply; ``text`` is all it wrote."""
+
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseWordSpoken:
+    """The audio of this word of the reply is being played to the client now."""
+
+    turn_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseToolCall:
+    """The reply asks the client to call a function."""
+
+    turn_id: int
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ResponseFinished:
+    """All of the reply's audio was sent."""
+
+    turn_id: int
+
+
+@dataclass(frozen=True)
+class ResponseInterrupted:
+    """The user cut the reply off; nothing more of it will be sent."""
+
+    turn_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Periodic state for debugging clients (the Unmute dialect's ``additional_outputs``)."""
+
+    chat_history: list[dict[str, str]] = field(hash=False)
+    debug: dict[str, Any] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class ServiceWarning:
+    """A service problem the session survives (a reply may be late)."""
+
+    turn_id: int
+    message: str
+
+
+@dataclass(frozen=True)
+class SessionFailed:
+    """The session cannot go on (a service failed for good); it is being closed."""
+
+    message: str
+
+
+Note = (
+    UserTranscriptDelta
+    | UserSpeechStarted
+    | UserSpeechStopped
+    | UserTurnEnded
+    | ResponseStarted
+    | ResponseWordPlanned
+    | ResponseTextComplete
+    | ResponseWordSpoken
+    | ResponseToolCall
+    | ResponseFinished
+    | ResponseInterrupted
+    | StatusReport
+    | ServiceWarning
+    | SessionFailed
+)
+
+
+_TURN_CONTENT = (
+    ResponseWordPlanned,
+    ResponseTextComplete,
+    ResponseWordSpoken,
+    ResponseToolCall,
+    ResponseFinished,
+    ServiceWarning,
+)
+
+
+def dropped_with_turn(note: Note) -> int | None:
+    """The bot turn whose cancellation drops this note if it has not been sent yet: the
+    reply's own content. ``ResponseStarted`` and ``ResponseInterrupted`` are about the turn but
+    must reach the client even when it is cancelled, so they belong to none."""
+    return note.turn_id if isinstance(note, _TURN_CONTENT) else None
+
+
 # ----------------------------------------------------------------------------------- actions
 
 
 @dataclass(frozen=True)
-class Emit:
-    """Send this server event to the browser.
+class Notify:
+    """Tell the client this (through the session's protocol front-end).
 
-    ``droppable`` events are periodic status updates: the client writer may skip one when
-    its queue is full instead of waiting, since the next one supersedes it.
+    ``droppable`` notes are periodic status updates: the client writer may skip one when its
+    queue is full instead of waiting, since the next one supersedes it.
     """
 
-    event: BaseModel
+    note: Note
     droppable: bool = False
 
 
@@ -180,9 +414,10 @@ class StartTurn:
     """
 
     turn_id: int
-    messages: list[dict[str, str]] = field(hash=False)
+    messages: list[dict[str, Any]] = field(hash=False)
     temperature: float
     voice: str | None
+    spec: ResponseSpec = ResponseSpec()
 
 
 @dataclass(frozen=True)
@@ -213,5 +448,5 @@ class CloseSession:
 
 
 Action = (
-    Emit | FlushStt | ResetPausePrediction | StartTurn | CancelTurn | SetRecording | CloseSession
+    Notify | FlushStt | ResetPausePrediction | StartTurn | CancelTurn | SetRecording | CloseSession
 )

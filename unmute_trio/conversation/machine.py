@@ -44,29 +44,51 @@ from typing import Any
 
 from unmute_trio.conversation.events import (
     Action,
+    AudioCommitted,
     AudioReceived,
     CancelTurn,
     CloseSession,
-    Emit,
     Event,
     FailureKind,
     FlushStt,
+    FunctionOutputAdded,
     LlmDone,
+    LlmToolCall,
     LlmWord,
+    Notify,
     ResetPausePrediction,
+    ResponseCancelRequested,
+    ResponseFinished,
+    ResponseInterrupted,
+    ResponseRequested,
+    ResponseSpec,
+    ResponseStarted,
+    ResponseTextComplete,
+    ResponseToolCall,
+    ResponseWordPlanned,
+    ResponseWordSpoken,
     ServiceFailed,
     ServiceRetrying,
+    ServiceWarning,
+    SessionFailed,
     SessionUpdated,
     SetRecording,
     StartTurn,
+    StatusReport,
     SttStep,
     SttWord,
     TtsWordSpoken,
     TurnAudioFinished,
+    TurnOptions,
+    TurnOptionsChanged,
+    UserSpeechStarted,
+    UserSpeechStopped,
+    UserTextAdded,
+    UserTranscriptDelta,
+    UserTurnEnded,
 )
 from unmute_trio.conversation.policy import TurnTakingPolicy
 from unmute_trio.conversation.transcript import USER_SILENCE_MARKER, Transcript
-from unmute_trio.protocol import browser
 
 CLOSE_NORMAL = 1000
 CLOSE_INTERNAL_ERROR = 1011
@@ -75,7 +97,7 @@ GOODBYE_SUFFIX = "bye!"
 GOODBYE_CLOSE_REASON = "The assistant said goodbye."
 INTERRUPTED_BY_WORD = "the user spoke over the bot"
 INTERRUPTED_BY_VAD = "voice activity while the bot was speaking"
-UNKNOWN_VOICE = "missing"  # what response.created shows when no voice was chosen
+CANCELLED_BY_CLIENT = "the client cancelled the reply"
 
 
 def fatal_message(service: str, kind: FailureKind) -> str:
@@ -94,7 +116,7 @@ def retry_warning(service: str) -> str:
     return f"Still looking for a free '{service}' server; the reply may be a bit late."
 
 
-_TurnEvent = LlmWord | LlmDone | TtsWordSpoken | TurnAudioFinished | ServiceRetrying
+_TurnEvent = LlmWord | LlmDone | LlmToolCall | TtsWordSpoken | TurnAudioFinished | ServiceRetrying
 
 
 class ConversationState(enum.Enum):
@@ -108,6 +130,8 @@ class ConversationState(enum.Enum):
 @dataclass
 class _BotTurn:
     turn_id: int
+    index: int  # of its assistant message in the transcript
+    spec: ResponseSpec
     llm_words: list[str] = field(default_factory=list)
     llm_done: bool = False
 
@@ -134,6 +158,9 @@ class ConversationMachine:
         self._next_turn_id = 1
         self._bot_turn: _BotTurn | None = None
         self._user_turn_has_words = False
+        self._options = TurnOptions(silence_timeout_s=self.policy.user_silence_timeout_s)
+        # A reply the client asked for while the user's last words were still being flushed.
+        self._requested: ResponseSpec | None = None
 
     # ------------------------------------------------------------------ read-only views
 
@@ -178,8 +205,30 @@ class ConversationMachine:
                 return self._on_session_updated(event)
             case ServiceFailed():
                 return self._on_service_failed(event)
-            case LlmWord() | LlmDone() | TtsWordSpoken() | TurnAudioFinished() | ServiceRetrying():
+            case (
+                LlmWord()
+                | LlmDone()
+                | LlmToolCall()
+                | TtsWordSpoken()
+                | TurnAudioFinished()
+                | ServiceRetrying()
+            ):
                 return self._on_turn_event(event)
+            case TurnOptionsChanged():
+                self._options = event.options
+                return []
+            case ResponseRequested():
+                return self._on_response_requested(event.spec)
+            case ResponseCancelRequested():
+                return self._on_cancel_requested()
+            case AudioCommitted():
+                return self._on_audio_committed()
+            case UserTextAdded():
+                self.transcript.start_turn("user", event.text)
+                return []
+            case FunctionOutputAdded():
+                self.transcript.add_function_output(event.call_id, event.output)
+                return []
         raise TypeError(f"not a conversation event: {event!r}")
 
     # ------------------------------------------------------------------ handlers
@@ -201,16 +250,22 @@ class ConversationMachine:
         self._samples_received += event.num_samples
         now = self._samples_received
         state = ConversationState
+        options = self._options
         if (
             self._state is state.WAITING_FOR_USER
+            and options.greet
             and self._instructions_given
             and len(self.transcript) == 0
         ):
             return self._start_bot_turn() + self._status_if_due()
 
         actions: list[Action] = []
-        silence_limit = self._samples(self.policy.user_silence_timeout_s)
-        if self._state is state.WAITING_FOR_USER and now - self._waiting_since > silence_limit:
+        timeout = options.silence_timeout_s
+        if (
+            self._state is state.WAITING_FOR_USER
+            and timeout is not None
+            and now - self._waiting_since > self._samples(timeout)
+        ):
             # The user said nothing for too long: answer the silence itself. The marker opens a
             # user turn, so the pause check below can end it in this very frame.
             self.transcript.start_turn("user", USER_SILENCE_MARKER)
@@ -219,16 +274,13 @@ class ConversationMachine:
 
         if (
             self._state is state.USER_SPEAKING
+            and options.detect_turns
             and self._pause_prediction > self.policy.pause_threshold
         ):
-            self._flush_end_stt_time = self._stt_time + self.policy.stt_delay_s
-            self._state = state.FLUSHING_STT
-            actions += [
-                Emit(browser.InputAudioBufferSpeechStopped()),
-                FlushStt(num_frames=self.policy.flush_frames),
-            ]
+            actions += self._end_user_turn()
         elif (
             self._state is state.BOT_SPEAKING
+            and options.barge_in
             and self._pause_prediction < self.policy.vad_interrupt_threshold
             and now > self._samples(self.policy.uninterruptible_by_vad_s)
         ):
@@ -248,22 +300,25 @@ class ConversationMachine:
         ):
             # The STT has now transcribed everything the user said before the pause.
             self._flush_end_stt_time = None
-            return self._start_bot_turn()
+            current = self.transcript.current
+            ended: list[Action] = [Notify(UserTurnEnded(current.text if current else ""))]
+            requested, self._requested = self._requested, None
+            if requested is not None or self._options.auto_respond:
+                return ended + self._start_bot_turn(requested)
+            self._state = ConversationState.WAITING_FOR_USER
+            self._waiting_since = self._samples_received
+            return ended
         return []
 
     def _on_stt_word(self, event: SttWord) -> list[Action]:
-        actions: list[Action] = [
-            Emit(
-                browser.ConversationItemInputAudioTranscriptionDelta(
-                    delta=event.text, start_time=event.start_time
-                )
-            )
-        ]
+        actions: list[Action] = [Notify(UserTranscriptDelta(event.text, event.start_time))]
         if not event.text.strip():
             # The STT sends an empty word at its start; it must not open a user turn (a
             # turn with no speech could be ended by the next high pause prediction).
             return actions
         if self._state is ConversationState.BOT_SPEAKING:
+            if not self._options.barge_in:
+                return actions  # heard over the bot: shown, but neither a turn nor a cut
             actions += self._interrupt(INTERRUPTED_BY_WORD)
         if self._state not in (ConversationState.USER_SPEAKING, ConversationState.FLUSHING_STT):
             self.transcript.start_turn("user")
@@ -275,7 +330,7 @@ class ConversationMachine:
             # silence before it; reset it so the turn is not ended after one word.
             self._user_turn_has_words = True
             self._pause_prediction = 0.0
-            actions += [ResetPausePrediction(), Emit(browser.InputAudioBufferSpeechStarted())]
+            actions += [ResetPausePrediction(), Notify(UserSpeechStarted())]
         return actions
 
     def _on_turn_event(self, event: _TurnEvent) -> list[Action]:
@@ -285,36 +340,45 @@ class ConversationMachine:
         match event:
             case LlmWord():
                 turn.llm_words.append(event.word)
-                return [Emit(browser.UnmuteResponseTextDeltaReady(delta=event.word))]
+                if not turn.spec.speak:
+                    self.transcript.extend(turn.index, event.word)  # text: written is shown
+                return [Notify(ResponseWordPlanned(turn.turn_id, event.word))]
             case LlmDone():
-                return self._on_llm_done(turn)
+                done = self._on_llm_done(turn)
+                if not turn.spec.speak:
+                    done += self._on_turn_audio_finished(turn)  # no audio to wait for
+                return done
+            case LlmToolCall():
+                self.transcript.add_function_call(event.call_id, event.name, event.arguments)
+                call = ResponseToolCall(turn.turn_id, event.call_id, event.name, event.arguments)
+                return [Notify(call)]
             case TtsWordSpoken():
                 # Only words whose audio is being played join the transcript.
-                self.transcript.extend_current(event.text)
-                return [Emit(browser.ResponseTextDelta(delta=event.text))]
+                self.transcript.extend(turn.index, event.text)
+                return [Notify(ResponseWordSpoken(turn.turn_id, event.text))]
             case TurnAudioFinished():
-                return self._on_turn_audio_finished()
+                return self._on_turn_audio_finished(turn)
             case ServiceRetrying():
-                return [Emit(browser.make_error("warning", retry_warning(event.service)))]
+                return [Notify(ServiceWarning(turn.turn_id, retry_warning(event.service)))]
 
     def _on_llm_done(self, turn: _BotTurn) -> list[Action]:
         if turn.llm_done:
             return []
         turn.llm_done = True
         # The words carry their own leading spaces, so joining them gives the text.
-        return [Emit(browser.ResponseTextDone(text="".join(turn.llm_words)))]
+        return [Notify(ResponseTextComplete(turn.turn_id, "".join(turn.llm_words)))]
 
-    def _on_turn_audio_finished(self) -> list[Action]:
+    def _on_turn_audio_finished(self, turn: _BotTurn) -> list[Action]:
         self._bot_turn = None
         self._state = ConversationState.WAITING_FOR_USER
         self._waiting_since = self._samples_received
         self._last_status_at = self._samples_received
         actions: list[Action] = [
-            Emit(self._status_event()),
-            Emit(browser.ResponseAudioDone()),
+            Notify(self._status_note()),
+            Notify(ResponseFinished(turn.turn_id)),
         ]
-        spoken = self.transcript.current
-        if spoken is not None and spoken.text.rstrip().lower().endswith(GOODBYE_SUFFIX):
+        spoken = self.transcript.turns[turn.index]
+        if spoken.text.rstrip().lower().endswith(GOODBYE_SUFFIX):
             self._state = ConversationState.CLOSED
             actions.append(
                 CloseSession(
@@ -332,14 +396,48 @@ class ConversationMachine:
         self._state = ConversationState.CLOSED
         self._bot_turn = None
         return [
-            Emit(browser.make_error("fatal", message)),
+            Notify(SessionFailed(message)),
             CloseSession(code=CLOSE_INTERNAL_ERROR, reason=message),
         ]
 
     # ------------------------------------------------------------------ transitions
 
-    def _start_bot_turn(self) -> list[Action]:
-        messages = self.transcript.llm_messages(self._system_prompt)
+    def _end_user_turn(self) -> list[Action]:
+        """The user is done (pause detected, or the client committed): flush the STT."""
+        self._flush_end_stt_time = self._stt_time + self.policy.stt_delay_s
+        self._state = ConversationState.FLUSHING_STT
+        return [Notify(UserSpeechStopped()), FlushStt(num_frames=self.policy.flush_frames)]
+
+    def _on_audio_committed(self) -> list[Action]:
+        state = ConversationState
+        if self._state is state.WAITING_FOR_USER:
+            # Words of the committed audio may still be inside the STT: open the turn now.
+            self.transcript.start_turn("user")
+            self._user_turn_has_words = False
+            self._state = state.USER_SPEAKING
+        if self._state is state.USER_SPEAKING:
+            return self._end_user_turn()
+        return []  # already flushing, or the bot speaks: nothing of the user's to end
+
+    def _on_response_requested(self, spec: ResponseSpec) -> list[Action]:
+        if self._state is ConversationState.FLUSHING_STT:
+            self._requested = spec  # starts once the user's last words are in
+            return []
+        if self._state is ConversationState.BOT_SPEAKING:
+            return []  # the front refuses a second response before asking
+        return self._start_bot_turn(spec)
+
+    def _on_cancel_requested(self) -> list[Action]:
+        if self._state is not ConversationState.BOT_SPEAKING:
+            return []
+        actions = self._interrupt(CANCELLED_BY_CLIENT)
+        self._state = ConversationState.WAITING_FOR_USER
+        self._waiting_since = self._samples_received
+        return actions
+
+    def _start_bot_turn(self, spec: ResponseSpec | None = None) -> list[Action]:
+        spec = spec or ResponseSpec()
+        messages = self.transcript.llm_messages(spec.system_prompt or self._system_prompt)
         temperature = (
             self.policy.later_reply_temperature
             if self.transcript.has_assistant_turn()
@@ -347,31 +445,25 @@ class ConversationMachine:
         )
         turn_id = self._next_turn_id
         self._next_turn_id += 1
-        self._bot_turn = _BotTurn(turn_id)
-        self.transcript.start_turn("assistant")
+        index = self.transcript.start_turn("assistant")
+        self._bot_turn = _BotTurn(turn_id, index, spec)
         self._state = ConversationState.BOT_SPEAKING
-        created = browser.ResponseCreated(
-            response=browser.Response(
-                status="in_progress",
-                voice=self._voice or UNKNOWN_VOICE,
-                chat_history=list(self.transcript.chat_history()),
-            )
-        )
-        return [
-            Emit(created),
-            StartTurn(
-                turn_id=turn_id, messages=messages, temperature=temperature, voice=self._voice
-            ),
-        ]
+        history = self.transcript.chat_history()
+        created = ResponseStarted(turn_id, self._voice, history, speak=spec.speak)
+        start = StartTurn(turn_id, messages, temperature, self._voice, spec)
+        return [Notify(created), start]
 
     def _interrupt(self, reason: str) -> list[Action]:
         """Stop the live bot turn. Its assistant turn keeps only the words already heard."""
         assert self._bot_turn is not None, "BOT_SPEAKING always has a live turn"
         turn_id = self._bot_turn.turn_id
+        self.transcript.interrupt(self._bot_turn.index)
         self._bot_turn = None
-        self.transcript.interrupt_current()
         # Cancel first, so the session drops the turn's unsent audio before telling the client.
-        return [CancelTurn(turn_id=turn_id, reason=reason), Emit(browser.UnmuteInterruptedByVAD())]
+        return [
+            CancelTurn(turn_id=turn_id, reason=reason),
+            Notify(ResponseInterrupted(turn_id, reason)),
+        ]
 
     # ------------------------------------------------------------------ status updates
 
@@ -383,9 +475,9 @@ class ConversationMachine:
         if now - self._last_status_at <= self._samples(self.policy.status_interval_s):
             return []
         self._last_status_at = now
-        return [Emit(self._status_event(), droppable=True)]
+        return [Notify(self._status_note(), droppable=True)]
 
-    def _status_event(self) -> browser.UnmuteAdditionalOutputs:
+    def _status_note(self) -> StatusReport:
         debug: dict[str, Any] = {
             "conversation_state": self._state.value,
             "stt_pause_prediction": self._pause_prediction,
@@ -394,10 +486,4 @@ class ConversationMachine:
             "tts_voice": self._voice or "none",
             "turn_id": self.active_turn_id,
         }
-        return browser.UnmuteAdditionalOutputs(
-            args={
-                "chat_history": self.transcript.chat_history(),
-                "debug_dict": debug,
-                "debug_plot_data": [],
-            }
-        )
+        return StatusReport(self.transcript.chat_history(), debug)

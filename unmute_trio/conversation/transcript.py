@@ -13,9 +13,10 @@ lives in the machine, so the text only ever holds words that were actually said:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 Role = Literal["user", "assistant"]
+TurnKind = Literal["message", "function_call", "function_call_output"]
 
 USER_SILENCE_MARKER = "..."
 """Text of a user turn created because the user stayed silent; the system prompt explains it."""
@@ -31,14 +32,24 @@ LEADING_USER_MESSAGE = "Hello."
 """Inserted when the LLM would otherwise see an assistant message first, which some chat
 templates (Gemma's) reject."""
 
-ChatMessage = dict[str, str]
+ChatMessage = dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Turn:
+    """A message, or (OpenAI Realtime clients) a function call the LLM made or its result.
+
+    A ``function_call`` turn is the assistant's: ``call_id``, ``name``, and the JSON
+    ``arguments`` in ``text``. A ``function_call_output`` turn is the user side's: the result
+    in ``text``.
+    """
+
     role: Role
     text: str = ""
     interrupted: bool = False
+    kind: TurnKind = "message"
+    call_id: str = ""
+    name: str = ""
 
 
 def join_words(text: str, word: str) -> str:
@@ -71,20 +82,39 @@ class Transcript:
 
     # ------------------------------------------------------------------ changes
 
-    def start_turn(self, role: Role, text: str = "") -> None:
+    def start_turn(self, role: Role, text: str = "") -> int:
+        """Append a message turn; returns its index."""
         self._turns.append(Turn(role, text))
+        return len(self._turns) - 1
+
+    def add_function_call(self, call_id: str, name: str, arguments: str) -> None:
+        self._turns.append(
+            Turn("assistant", arguments, kind="function_call", call_id=call_id, name=name)
+        )
+
+    def add_function_output(self, call_id: str, output: str) -> None:
+        self._turns.append(Turn("user", output, kind="function_call_output", call_id=call_id))
 
     def extend_current(self, word: str) -> None:
         """Append a word to the current turn (see :func:`join_words` for the spacing)."""
-        turn = self._require_current()
-        self._turns[-1] = replace(turn, text=join_words(turn.text, word))
+        self._require_current()
+        self.extend(len(self._turns) - 1, word)
+
+    def extend(self, index: int, word: str) -> None:
+        """Append a word to turn ``index`` (a reply keeps growing after a function call)."""
+        turn = self._turns[index]
+        self._turns[index] = replace(turn, text=join_words(turn.text, word))
 
     def interrupt_current(self) -> None:
         """Mark the current (assistant) turn as cut off by the user."""
-        turn = self._require_current()
-        if turn.role != "assistant":
-            raise ValueError("only an assistant turn can be interrupted")
-        self._turns[-1] = replace(turn, interrupted=True)
+        self._require_current()
+        self.interrupt(len(self._turns) - 1)
+
+    def interrupt(self, index: int) -> None:
+        turn = self._turns[index]
+        if turn.role != "assistant" or turn.kind != "message":
+            raise ValueError("only an assistant message can be interrupted")
+        self._turns[index] = replace(turn, interrupted=True)
 
     def _require_current(self) -> Turn:
         if not self._turns:
@@ -113,12 +143,15 @@ class Transcript:
             return [_message("system", system_prompt), _message("user", GREETING_REQUEST)]
         merged: list[ChatMessage] = []
         for turn in self._turns:
+            if turn.kind != "message":
+                merged.append(_tool_message(turn))
+                continue
             text = turn.text.strip()
             if not text:
                 continue
             if turn.interrupted:
                 text = f"{text} {INTERRUPTION_MARK}"
-            if merged and merged[-1]["role"] == turn.role:
+            if merged and merged[-1]["role"] == turn.role and "tool_calls" not in merged[-1]:
                 merged[-1]["content"] += " " + text
             else:
                 merged.append(_message(turn.role, text))
@@ -138,6 +171,8 @@ class Transcript:
         """
         history: list[ChatMessage] = []
         for turn in self._turns:
+            if turn.kind != "message":
+                continue  # function calls are for the LLM, not the transcript shown
             text = turn.text.strip()
             if turn.interrupted:
                 text = f"{text} {INTERRUPTION_MARK}" if text else INTERRUPTION_MARK
@@ -148,6 +183,18 @@ class Transcript:
 
 def _message(role: str, content: str) -> ChatMessage:
     return {"role": role, "content": content}
+
+
+def _tool_message(turn: Turn) -> ChatMessage:
+    """A function call or its result, in the chat-completions shape."""
+    if turn.kind == "function_call":
+        call = {
+            "id": turn.call_id,
+            "type": "function",
+            "function": {"name": turn.name, "arguments": turn.text},
+        }
+        return {"role": "assistant", "content": "", "tool_calls": [call]}
+    return {"role": "tool", "tool_call_id": turn.call_id, "content": turn.text}
 
 
 def _without_silence_prefix(content: str) -> str:

@@ -9,7 +9,9 @@
   events with empty data;
 - chunks with an empty ``choices`` list (keep-alives, the final ``usage`` chunk);
 - a first chunk carrying only ``role``, and ``content`` that is ``null`` or ``""`` (llama.cpp);
-- an ``error`` object instead of (or inside) a chunk, which raises :class:`ChatStreamError`.
+- an ``error`` object instead of (or inside) a chunk, which raises :class:`ChatStreamError`;
+- ``tool_calls`` pieces in the deltas (OpenAI, vLLM, llama.cpp ``--jinja``): gathered into
+  whole :class:`ToolCall` objects, at most :data:`MAX_TOOL_CALLS` per reply.
 
 Line lengths are capped (:data:`MAX_LINE_CHARS`) so a broken server cannot grow memory without
 limit; anything that is not valid SSE/JSON raises :class:`WireFormatError`.
@@ -30,6 +32,8 @@ DONE_SENTINEL = "[DONE]"
 # Far above any real chunk (a few hundred bytes), small enough to bound a runaway line.
 MAX_LINE_CHARS = 1 << 20
 _LINE_END = re.compile(r"\r\n|\r|\n")
+MAX_TOOL_CALLS = 16
+MAX_TOOL_ARGUMENT_CHARS = 65_536
 
 
 class ChatStreamError(WireFormatError):
@@ -126,9 +130,34 @@ class _Lenient(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class ToolCallFunctionDelta(_Lenient):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Lenient):
+    """A piece of a streamed tool call: the first piece of each call (by ``index``) has its
+    ``id`` and function ``name``, later ones add to ``arguments``."""
+
+    index: int = 0
+    id: str | None = None
+    function: ToolCallFunctionDelta | None = None
+
+
 class ChatDelta(_Lenient):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+@dataclasses.dataclass
+class ToolCall:
+    """A whole function call the LLM asked for; ``call_id`` may be empty if the server sent
+    none (the caller names it then)."""
+
+    call_id: str
+    name: str
+    arguments: str = ""
 
 
 class ChatChoice(_Lenient):
@@ -190,6 +219,12 @@ class ChatStreamParser:
         self._sse = SseDecoder(max_line_chars=max_line_chars)
         self.done = False
         self.finish_reason: str | None = None
+        self._calls: dict[int, ToolCall] = {}
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The function calls streamed so far, in index order."""
+        return [self._calls[i] for i in sorted(self._calls)]
 
     def feed(self, text: str) -> list[str]:
         return self._contents(self._sse.feed(text))
@@ -215,4 +250,27 @@ class ChatStreamParser:
                 self.finish_reason = chunk.finish_reason
             if chunk.content:
                 contents.append(chunk.content)
+            if chunk.choices and chunk.choices[0].delta.tool_calls:
+                self._add_tool_calls(chunk.choices[0].delta.tool_calls)
         return contents
+
+    def _add_tool_calls(self, pieces: list[ToolCallDelta]) -> None:
+        for piece in pieces:
+            call = self._calls.get(piece.index)
+            if call is None:
+                if len(self._calls) >= MAX_TOOL_CALLS:
+                    raise WireFormatError(f"more than {MAX_TOOL_CALLS} tool calls in one reply")
+                call = self._calls[piece.index] = ToolCall(call_id="", name="")
+            if piece.id and not call.call_id:
+                call.call_id = piece.id
+            function = piece.function
+            if function is None:
+                continue
+            if function.name and not call.name:
+                call.name = function.name
+            if function.arguments:
+                call.arguments += function.arguments
+                if len(call.arguments) > MAX_TOOL_ARGUMENT_CHARS:
+                    raise WireFormatError(
+                        f"tool call arguments longer than {MAX_TOOL_ARGUMENT_CHARS} characters"
+                    )

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import codecs
 import logging
+import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import httpx
 import trio
@@ -38,7 +39,7 @@ from unmute_trio.errors import (
     ServiceTimeout,
 )
 from unmute_trio.protocol.errors import WireFormatError
-from unmute_trio.protocol.openai_chat import ChatStreamParser
+from unmute_trio.protocol.openai_chat import ChatStreamParser, ToolCall
 from unmute_trio.protocol.words import WordChunker
 
 logger = logging.getLogger(__name__)
@@ -170,7 +171,14 @@ class LLMClient:
 
     @asynccontextmanager
     async def stream_words(
-        self, messages: Sequence[Mapping[str, str]], *, temperature: float
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        temperature: float,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        tool_calls: list[ToolCall] | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
         """Stream the reply to ``messages`` as whole words (contract 1.2 re-chunking).
 
@@ -181,7 +189,18 @@ class LLMClient:
         the block exits. Leaving the block early, or cancelling it, closes the HTTP stream;
         leaving it after the end waits for the rest of the body (normally already there, at most
         :data:`DRAIN_TIMEOUT_S`) so the connection goes back to the pool.
+
+        ``tools``, ``tool_choice`` and ``max_tokens`` go into the request as the chat-completions
+        API has them. The function calls the LLM asks for are appended to ``tool_calls`` once
+        the reply is complete (each with a ``call_id``, made up if the server sent none).
         """
+        options: dict[str, Any] = {}
+        if tools:
+            options["tools"] = tools
+            if tool_choice is not None:
+                options["tool_choice"] = tool_choice
+        if max_tokens is not None:
+            options["max_tokens"] = max_tokens
         send_words, receive_words = trio.open_memory_channel[str](WORD_BUFFER)
         failure: ServiceError | None = None
         reply_complete = trio.Event()
@@ -189,7 +208,9 @@ class LLMClient:
         async def produce() -> None:
             nonlocal failure
             try:
-                await self._produce_words(messages, temperature, send_words, reply_complete)
+                await self._produce_words(
+                    messages, temperature, options, send_words, reply_complete, tool_calls
+                )
             except ServiceError as e:
                 failure = e
                 # Cancel before closing the channel, so the consumer never mistakes a failure
@@ -214,12 +235,14 @@ class LLMClient:
 
     async def _produce_words(
         self,
-        messages: Sequence[Mapping[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         temperature: float,
+        options: dict[str, Any],
         send_words: trio.MemorySendChannel[str],
         reply_complete: trio.Event,
+        tool_calls: list[ToolCall] | None,
     ) -> None:
-        num_words_sent = sum(len(m.get("content", "").split()) for m in messages)
+        num_words_sent = sum(len(str(m.get("content") or "").split()) for m in messages)
         metrics.VLLM_SENT_WORDS.inc(num_words_sent)
         metrics.VLLM_REQUEST_LENGTH.observe(num_words_sent)
         metrics.VLLM_ACTIVE_SESSIONS.inc()
@@ -244,6 +267,7 @@ class LLMClient:
                 "messages": [dict(m) for m in messages],
                 "stream": True,
                 "temperature": temperature,
+                **options,
             }
             request = self._http.build_request(
                 "POST",
@@ -277,6 +301,10 @@ class LLMClient:
                         if data is None:
                             break
                     await emit(chunker.finish())
+                    if tool_calls is not None:
+                        for call in parser.tool_calls:
+                            call.call_id = call.call_id or f"call_{secrets.token_hex(12)}"
+                            tool_calls.append(call)
                     finished_at = trio.current_time()
                     reply_complete.set()
                     send_words.close()  # the consumer may finish while we drain

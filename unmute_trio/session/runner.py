@@ -2,11 +2,11 @@
 
 ```
 session nursery                     (one per WebSocket)
-├── writer       bounded queue → Opus encode → JSON → WebSocket   (the only sender)
+├── writer       bounded queue → audio encode → JSON → WebSocket  (the only sender)
 ├── recorder     (when KYUTAI_RECORDINGS_DIR is set) batches JSONL lines to disk
 ├── drain watch  when the server shuts down: let the running reply end, then close with 1001
 └── main
-    ├── client reader  WebSocket → JSON → validate → Opus decode → STT queue, machine
+    ├── client reader  the front (protocol): frames → session calls and machine events
     ├── stt link       connect (discovery), then:
     │   ├── sender       STT queue → STT (1920-sample messages; flushes in order)
     │   └── receiver     words, steps → machine
@@ -17,6 +17,9 @@ Every event goes through :meth:`Session.dispatch`: the pure conversation machine
 the resulting actions are carried out synchronously (queue an event, queue a flush, start or
 cancel a turn, close). Nothing awaits inside ``dispatch``, so actions of one event are never
 interleaved with another's.
+
+What the client speaks is the front's business (``session/front.py``): the Unmute dialect or
+the OpenAI Realtime API. The session only knows notes, PCM and :class:`BaseModel` events.
 """
 
 from __future__ import annotations
@@ -37,28 +40,31 @@ from unmute_trio.conversation.events import (
     AudioReceived,
     CancelTurn,
     CloseSession,
-    Emit,
     Event,
     FlushStt,
+    Notify,
     ResetPausePrediction,
+    ResponseStarted,
     ServiceFailed,
-    SessionUpdated,
     SetRecording,
     StartTurn,
     SttStep,
     SttWord,
+    dropped_with_turn,
 )
 from unmute_trio.conversation.machine import ConversationMachine
 from unmute_trio.errors import ServiceAtCapacity, ServiceError, ServiceTimeout
 from unmute_trio.protocol import browser, moshi
-from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.protocol.instructions import Instructions
 from unmute_trio.services.discovery import open_service
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.stt import SpeechToText, connect_stt
-from unmute_trio.session.audio import AudioInputError, OpusInput
+from unmute_trio.session.front import ClientFront
+from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.recorder import Recorder
 from unmute_trio.session.turn import run_turn
+from unmute_trio.session.unmute_front import UnmuteFront
 from unmute_trio.session.writer import ClientTooSlow, ClientWriter
 from unmute_trio.web.drain import CLOSE_GOING_AWAY, CLOSE_REASON, RunningCount
 from unmute_trio.web.state import AppState, RealtimeSocket
@@ -68,6 +74,8 @@ log = logging.getLogger(__name__)
 # Decoded microphone audio (and flush silence) waiting for the STT: items are ~960-sample
 # pages, so ~2.5 s. The reader waits when it is full, which pushes back on the client's socket.
 STT_QUEUE = 64
+# After this long without client audio, one silent frame keeps the STT stream open.
+STT_KEEPALIVE_S = 10.0
 CLOSE_NORMAL = 1000
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
@@ -78,31 +86,47 @@ GENERIC_LLM_NAME = "an open-weights language model"
 INTERNAL_ERROR_MESSAGE = "Something went wrong on the server. Please try again later."
 
 
-async def run_conversation(socket: RealtimeSocket, state: AppState) -> None:
+async def run_conversation(
+    socket: RealtimeSocket, state: AppState, dialect: Dialect = "unmute"
+) -> None:
     """The :data:`~unmute_trio.web.state.SessionRunner` of the real conversation engine."""
-    await Session(socket, state).run()
+    await Session(socket, state, make_front(dialect, state, socket)).run()
+
+
+def make_front(dialect: Dialect, state: AppState, socket: RealtimeSocket) -> ClientFront:
+    if dialect == "openai":
+        # The query (its ``model``) is reported back in session.created; sockets built by
+        # tests may have none.
+        return OpenAIFront(state, dict(getattr(socket, "query", {})))
+    return UnmuteFront()
 
 
 class Session:
-    def __init__(self, socket: RealtimeSocket, state: AppState) -> None:
+    def __init__(
+        self, socket: RealtimeSocket, state: AppState, front: ClientFront | None = None
+    ) -> None:
         assert state.llm is not None, "the app's before_serving hook creates the LLM client"
         self.settings = state.settings
         self.llm: LLMClient = state.llm
         self.voice_store = state.voice_store
         self._state = state
         self._socket = socket
+        self.front: ClientFront = front or UnmuteFront()
         self._rng = random.Random()
         self._cancelled_turns: set[int] = set()
         self._turn_scopes: dict[int, trio.CancelScope] = {}
         # Turns spawned and not yet ended (counted from the spawn, before the task runs).
         self._running_turns = RunningCount()
-        self._opus_in = OpusInput()
         self._stt: SpeechToText | None = None
         self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
         self._pending_flush_frames = 0
+        self._in_audio_in = False
         self.recorder = Recorder.for_session(self.settings.recordings_dir)
         self.writer = ClientWriter(
-            socket, is_cancelled=self._cancelled_turns.__contains__, on_sent=self._sent
+            socket,
+            self.front,
+            is_cancelled=self._cancelled_turns.__contains__,
+            on_sent=self._sent,
         )
         self.machine: ConversationMachine
         self._nursery: trio.Nursery | None = None
@@ -138,8 +162,8 @@ class Session:
                 return
             log.error("session failed unexpectedly", exc_info=others)
             metrics.HARD_ERRORS.inc()
-            error = browser.make_error("fatal", INTERNAL_ERROR_MESSAGE)
-            await self._socket.send(browser.encode_event(error))
+            error = self.front.fatal(INTERNAL_ERROR_MESSAGE)
+            await self._socket.send(self.front.encode(error))
             await self._socket.close(CLOSE_INTERNAL_ERROR, "internal error")
 
     async def _write_then_end(self, session_scope: trio.CancelScope) -> None:
@@ -152,7 +176,7 @@ class Session:
         # while the STT connects; audio waits in the bounded STT queue meanwhile.
         async with trio.open_nursery() as nursery:
             self._main_nursery = nursery
-            nursery.start_soon(self._client_reader)
+            nursery.start_soon(self.front.serve, self)
             nursery.start_soon(self._stt_link)
 
     async def _stt_link(self) -> None:
@@ -173,22 +197,32 @@ class Session:
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self, event: Event) -> None:
-        turn_id = getattr(event, "turn_id", None)
         actions = self.machine.handle(event)
         if self._state.drain.started and any(isinstance(a, StartTurn) for a in actions):
             # Shutting down: no new reply, and no announcement of one; the session closes.
             actions = [a for a in actions if not _announces_turn(a)]
         for action in actions:
-            self._apply(action, turn_id)
+            self._apply(action)
 
-    def _apply(self, action: Action, turn_id: int | None) -> None:
-        if isinstance(action, Emit):
-            tag = None if _is_fatal_error(action.event) else turn_id
-            self.writer.send_event(action.event, turn_id=tag, droppable=action.droppable)
+    def send(self, event: BaseModel) -> None:
+        self.writer.send_event(event)
+
+    async def receive(self) -> str | bytes:
+        return await self._socket.receive()
+
+    def _apply(self, action: Action) -> None:
+        if isinstance(action, Notify):
+            turn_id = dropped_with_turn(action.note)
+            for event in self.front.present(action.note):
+                self.writer.send_event(event, turn_id=turn_id, droppable=action.droppable)
         elif isinstance(action, FlushStt):
             # Sent by the client reader right after the frame that triggered it (pauses are
-            # decided on AudioReceived), waiting for room like any audio.
+            # decided on AudioReceived), waiting for room like any audio. A flush decided
+            # elsewhere (a client's commit) has no frame to follow: it goes out now.
             self._pending_flush_frames += action.num_frames
+            if not self._in_audio_in:
+                assert self._main_nursery is not None
+                self._main_nursery.start_soon(self._send_pending_flush)
         elif isinstance(action, ResetPausePrediction):
             if self._stt is not None:
                 self._stt.reset_pause_prediction()
@@ -229,7 +263,7 @@ class Session:
         await drain.wait_started()
         with trio.move_on_at(drain.deadline):
             await self._running_turns.wait_idle()
-        self.writer.send_event(drain.goodbye_event())
+        self.writer.send_event(self.front.fatal(drain.goodbye_message, drain.error_code))
         self.writer.close(CLOSE_GOING_AWAY, CLOSE_REASON)
 
     def _service_failed(self, error: ServiceError, *, turn_id: int | None) -> None:
@@ -241,7 +275,7 @@ class Session:
             if isinstance(error, (ServiceAtCapacity, ServiceTimeout)):
                 metrics.FATAL_SERVICE_MISSES.inc()
         for action in actions:
-            self._apply(action, turn_id)
+            self._apply(action)
 
     # ------------------------------------------------------------------ turns
 
@@ -268,8 +302,14 @@ class Session:
     async def _stt_sender(self, stt: SpeechToText) -> None:
         # The queue is not closed when this task ends (the STT failed): the reader keeps
         # sending into it until the session closes, instead of hitting a closed channel.
-        async for pcm in self._stt_receive:
-            await stt.send_audio(pcm)
+        while True:
+            with trio.move_on_after(STT_KEEPALIVE_S):
+                pcm = await self._stt_receive.receive()
+                await stt.send_audio(pcm)
+                continue
+            # The client sends no audio (OpenAI clients may talk by text alone), and
+            # moshi-server closes a stream that receives nothing for 20 s: one silent frame.
+            await stt.send_audio(np.zeros(moshi.SAMPLES_PER_FRAME, dtype=np.float32))
 
     async def _stt_receiver(self, stt: SpeechToText) -> None:
         while True:
@@ -279,53 +319,25 @@ class Session:
             elif isinstance(message, moshi.Step):
                 self.dispatch(SttStep(stt.current_time, stt.pause_prediction))
 
-    # ------------------------------------------------------------------ client
+    # ------------------------------------------------------------------ client (for the front)
 
-    async def _client_reader(self) -> None:
-        while True:
-            try:
-                event = browser.parse_client_event(await self._socket.receive())
-            except WireFormatError as e:
-                self.writer.send_event(browser.invalid_request_error(e))
-                continue
-            if isinstance(event, browser.InputAudioBufferAppend):
-                await self._audio_in(event.audio)
-            elif isinstance(event, browser.SessionUpdate):
-                await self._session_update(event)
-            else:
-                self._record_client(event)
-
-    async def _audio_in(self, b64: str) -> None:
-        try:
-            pcm = self._opus_in.feed(b64)
-        except AudioInputError as e:
-            self.writer.send_event(browser.make_error("invalid_request_error", str(e)))
-            return
-        if self.recorder is not None:
-            self.recorder.record(
-                "client",
-                browser.UnmuteInputAudioBufferAppendAnonymized(number_of_samples=len(pcm)),
-            )
-        if len(pcm) == 0:
-            return
+    async def audio_in(self, pcm: np.ndarray) -> None:
         # The frame goes to the STT before the machine hears of it, so a flush it triggers
         # follows this frame.
         await self._stt_send.send(pcm)
-        self.dispatch(AudioReceived(len(pcm)))
+        self._in_audio_in = True
+        try:
+            self.dispatch(AudioReceived(len(pcm)))
+        finally:
+            self._in_audio_in = False
+        await self._send_pending_flush()
+
+    async def _send_pending_flush(self) -> None:
         if self._pending_flush_frames:
             frames, self._pending_flush_frames = self._pending_flush_frames, 0
             await self._stt_send.send(np.zeros(frames * moshi.SAMPLES_PER_FRAME, dtype=np.float32))
 
-    async def _session_update(self, event: browser.SessionUpdate) -> None:
-        self._record_client(event)
-        config = event.session
-        system_prompt = None
-        if config.instructions is not None:
-            system_prompt = await self._system_prompt(config.instructions)
-        self.writer.send_event(browser.SessionUpdated(session=config))
-        self.dispatch(SessionUpdated(system_prompt, config.voice, config.allow_recording))
-
-    async def _system_prompt(self, instructions: Instructions | None) -> str:
+    async def system_prompt(self, instructions: Instructions | None) -> str:
         news = None
         if instructions is not None and instructions.type == "news":
             if self._state.news is not None:
@@ -356,7 +368,7 @@ class Session:
                 log.info("LLM model not known yet (%s)", e)
         return GENERIC_LLM_NAME
 
-    def _record_client(self, event: BaseModel) -> None:
+    def record_client(self, event: BaseModel) -> None:
         if self.recorder is not None:
             self.recorder.record("client", event)
 
@@ -371,12 +383,8 @@ def _first_leaf(group: BaseExceptionGroup[ServiceError]) -> ServiceError:
     return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
-def _is_fatal_error(event: BaseModel) -> bool:
-    return isinstance(event, browser.Error) and event.error.type == "fatal"
-
-
 def _announces_turn(action: Action) -> bool:
     """A new turn's start and its ``response.created``."""
     if isinstance(action, StartTurn):
         return True
-    return isinstance(action, Emit) and isinstance(action.event, browser.ResponseCreated)
+    return isinstance(action, Notify) and isinstance(action.note, ResponseStarted)

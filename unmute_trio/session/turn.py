@@ -29,6 +29,7 @@ import trio
 from unmute_trio.conversation.events import (
     Event,
     LlmDone,
+    LlmToolCall,
     LlmWord,
     ServiceRetrying,
     StartTurn,
@@ -37,6 +38,7 @@ from unmute_trio.conversation.events import (
 )
 from unmute_trio.errors import ServiceError
 from unmute_trio.protocol.moshi import Audio, TextOut
+from unmute_trio.protocol.openai_chat import ToolCall
 from unmute_trio.services.discovery import open_service
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.tts import TextToSpeech, connect_tts
@@ -75,6 +77,10 @@ class TurnHost(Protocol):
 
 async def run_turn(host: TurnHost, start: StartTurn) -> None:
     """Run a whole turn. ServiceErrors propagate to the caller (the session reports them)."""
+    if not start.spec.speak:
+        # A text reply: no TTS, and the machine ends the turn when the LLM is done.
+        await _stream_llm(host, start, None)
+        return
     words_send, words_receive = trio.open_memory_channel[str](PENDING_WORDS)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stream_llm, host, start, words_send)
@@ -85,14 +91,30 @@ async def run_turn(host: TurnHost, start: StartTurn) -> None:
 
 
 async def _stream_llm(
-    host: TurnHost, start: StartTurn, words_send: trio.MemorySendChannel[str]
+    host: TurnHost, start: StartTurn, words_send: trio.MemorySendChannel[str] | None
 ) -> None:
-    async with words_send:
-        async with host.llm.stream_words(start.messages, temperature=start.temperature) as words:
+    spec = start.spec
+    calls: list[ToolCall] = []
+    stream = host.llm.stream_words(
+        start.messages,
+        temperature=start.temperature,
+        tools=spec.tools,
+        tool_choice=spec.tool_choice,
+        max_tokens=spec.max_tokens,
+        tool_calls=calls,
+    )
+    try:
+        async with stream as words:
             async for word in words:
                 host.dispatch(LlmWord(start.turn_id, word))
-                await words_send.send(word)
-        host.dispatch(LlmDone(start.turn_id))
+                if words_send is not None:
+                    await words_send.send(word)
+    finally:
+        if words_send is not None:
+            await words_send.aclose()  # the TTS gets its Eos once the words are sent
+    for call in calls:
+        host.dispatch(LlmToolCall(start.turn_id, call.call_id, call.name, call.arguments))
+    host.dispatch(LlmDone(start.turn_id))
 
 
 async def _feed_tts(tts: TextToSpeech, words: trio.MemoryReceiveChannel[str]) -> None:

@@ -9,9 +9,9 @@ stops reading (its TCP window is full and ``send`` blocks). Then producers, whic
 (``put`` is synchronous), raise :class:`ClientTooSlow` and the session ends with a clear error.
 128 items is ~10 s of bot audio with its events: far beyond any healthy network hiccup.
 
-Audio is Opus-encoded here, by the session's one streaming encoder, right before sending.
-Items of a cancelled turn still in the queue are dropped: after the interrupt decision nothing
-of that turn reaches the client.
+Audio is encoded here, right before sending, by the session's front (one streaming Ogg/Opus
+encoder in the Unmute dialect, PCM16 in the OpenAI one). Items of a cancelled turn still in the
+queue are dropped: after the interrupt decision nothing of that turn reaches the client.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import numpy as np
 import trio
 from pydantic import BaseModel
 
-from unmute_trio.protocol.browser import ResponseAudioDelta, encode_event
-from unmute_trio.session.audio import OpusOutput
+from unmute_trio.session.front import ClientFront
 from unmute_trio.web.state import RealtimeSocket
 
 log = logging.getLogger(__name__)
@@ -62,6 +61,7 @@ class ClientWriter:
     def __init__(
         self,
         socket: RealtimeSocket,
+        front: ClientFront,
         *,
         is_cancelled: Callable[[int], bool],
         on_sent: Callable[[BaseModel], None] | None = None,
@@ -70,7 +70,7 @@ class ClientWriter:
         self._is_cancelled = is_cancelled
         self._on_sent = on_sent
         self._send, self._receive = trio.open_memory_channel[_Item](QUEUE_CAPACITY)
-        self._encoder = OpusOutput()
+        self._front = front
         self._closing = False
 
     def send_event(
@@ -112,13 +112,13 @@ class ClientWriter:
             if item.turn_id is not None and self._is_cancelled(item.turn_id):
                 continue
             if isinstance(item, _Audio):
-                delta = self._encoder.encode_base64(item.pcm)
-                if delta is None:
-                    continue  # the encoder buffers until it has a whole Opus packet
-                event: BaseModel = ResponseAudioDelta(delta=delta)
+                audio = self._front.audio_event(item.pcm, item.turn_id)
+                if audio is None:
+                    continue  # the encoder buffers until it has a whole packet
+                event: BaseModel = audio
             else:
                 event = item.event
-            await self._socket.send(encode_event(event))
+            await self._socket.send(self._front.encode(event))
             if self._on_sent is not None:
                 self._on_sent(event)
         raise AssertionError("the writer channel is never closed")

@@ -9,6 +9,11 @@
 - ``"stream": false`` (or absent) gets a minimal ``chat.completion`` object after ``ttft_s``, so
   ad-hoc ``curl`` checks work; Unmute itself only streams.
 - ``GET /health`` → 200 (vLLM has it).
+- Function calling: when the request has ``tools`` and the last message is a user message
+  listed in ``tool_calls``, the reply is that call, streamed as OpenAI and vLLM do (a first
+  ``tool_calls`` delta with ``id``, ``type`` and the function ``name``, then the ``arguments``
+  in pieces, then ``finish_reason: "tool_calls"``). After a ``tool`` message the reply is the
+  ``replies`` entry for its content, else "The result is <content>.".
 
 The reply depends only on the last user message: an exact entry of ``replies``, else
 :func:`default_reply` (a greeting, an echo with a follow-up question, and a goodbye ending in
@@ -48,6 +53,8 @@ class LlmSimConfig:
     ttft_s: float = 0.15
     tokens_per_s: float = 50.0  # math.inf sends all tokens at once
     replies: Mapping[str, str] | None = None  # exact last user message → reply
+    # exact last user message → (function name, arguments), answered when tools are given
+    tool_calls: Mapping[str, tuple[str, dict[str, Any]]] | None = None
     api_key: str | None = None  # when set, requests need "Authorization: Bearer <api_key>"
     fail_status: int | None = None  # when set, chat completions answer this HTTP status
 
@@ -121,7 +128,19 @@ class LlmSimulator(ServedSimulator):
         self._ids = itertools.count(1)
         self.app = self._make_app()
 
+    def tool_call_for(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        """The function call to answer this request with, if any."""
+        last = body["messages"][-1]
+        if not body.get("tools") or body.get("tool_choice") == "none":
+            return None
+        if last.get("role") != "user":
+            return None
+        return (self.config.tool_calls or {}).get(last.get("content"))
+
     def reply_to(self, messages: list[Any]) -> str:
+        if messages[-1].get("role") == "tool":
+            result = str(messages[-1].get("content"))
+            return (self.config.replies or {}).get(result, f"The result is {result}.")
         last = _last_user_message(messages)
         replies = self.config.replies or {}
         if last is not None and last in replies:
@@ -163,9 +182,14 @@ class LlmSimulator(ServedSimulator):
             if body["model"] not in self.config.listed_models:
                 return _error(404, f"The model `{body['model']}` does not exist.", "NotFoundError")
             reply = self.reply_to(body["messages"])
+            call = self.tool_call_for(body)
             completion_id = f"chatcmpl-sim-{next(self._ids)}"
             if not body.get("stream"):
                 return await self._complete(body["model"], completion_id, reply)
+            if call is not None:
+                stream = self._stream_call(body["model"], completion_id, *call)
+                headers = {"Content-Type": "text/event-stream; charset=utf-8"}
+                return Response(stream, headers=headers)
             headers = {
                 "Content-Type": "text/event-stream; charset=utf-8",
                 "Cache-Control": "no-cache",
@@ -250,6 +274,38 @@ class LlmSimulator(ServedSimulator):
         finally:
             self.open_connections -= 1
 
+    async def _stream_call(
+        self, model: str, completion_id: str, name: str, arguments: dict[str, Any]
+    ) -> AsyncIterator[str]:
+        self.open_connections += 1
+        try:
+            created = int(time.time())
+
+            def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> str:
+                choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+                return _sse(
+                    {
+                        "id": completion_id,
+                        "object": "chat.completion.chunk",
+                        "created": created,
+                        "model": model,
+                        "choices": [choice],
+                    }
+                )
+
+            await trio.sleep(self.config.ttft_s)
+            call_id = f"call_sim_{next(self._ids)}"
+            first = {"index": 0, "id": call_id, "type": "function"}
+            first["function"] = {"name": name, "arguments": ""}
+            yield chunk({"role": "assistant", "content": None, "tool_calls": [first]})
+            text = json.dumps(arguments)
+            for piece in (text[i : i + 8] for i in range(0, len(text), 8)):
+                yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+            yield chunk({}, "tool_calls")
+            yield "data: [DONE]\n\n"
+        finally:
+            self.open_connections -= 1
+
 
 def _validate(body: Any) -> str | None:
     """Why a chat completion request is malformed, or None."""
@@ -263,6 +319,10 @@ def _validate(body: Any) -> str | None:
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             return "Each message needs a 'role'."
+        if message.get("role") == "tool" and not isinstance(message.get("tool_call_id"), str):
+            return "A 'tool' message needs its 'tool_call_id'."
+        if message.get("tool_calls") is not None:
+            continue  # an assistant function call: its content may be empty or null
         if not isinstance(message.get("content"), str):
             return "Each message needs a string 'content'."
     return None

@@ -43,8 +43,6 @@ from typing import Any
 import trio
 from quart import Quart, request
 
-from unmute_trio.protocol import browser
-
 log = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
@@ -131,11 +129,10 @@ class Drain:
         log.warning("drain deadline passed with %d sessions still open", self.sessions.count)
         return False
 
-    def goodbye_event(self) -> browser.Error:
-        return browser.make_error("fatal", GOODBYE_MESSAGE, code=ERROR_CODE)
-
-    def refusal_event(self) -> browser.Error:
-        return browser.make_error("fatal", REFUSAL_MESSAGE, code=ERROR_CODE)
+    # What sessions tell their clients, in whichever protocol they speak (``fatal`` errors).
+    goodbye_message = GOODBYE_MESSAGE
+    refusal_message = REFUSAL_MESSAGE
+    error_code = ERROR_CODE
 
 
 def install_drain(app: Quart, drain: Drain) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 
 import trio
-from quart import Quart, websocket
+from quart import Quart, Response, websocket
 
 from unmute_trio import metrics
 from unmute_trio.protocol.browser import (
@@ -26,16 +26,21 @@ from unmute_trio.protocol.browser import (
     SessionUpdated,
     encode_event,
     invalid_request_error,
-    make_error,
     parse_client_event,
 )
+from unmute_trio.protocol.dialects import (
+    UNMUTE_SUBPROTOCOL,
+    Dialect,
+    UnknownDialect,
+    choose_dialect,
+)
 from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.session.runner import make_front
 from unmute_trio.web.routes import state
 from unmute_trio.web.state import AppState, RealtimeSocket
 
 log = logging.getLogger(__name__)
 
-REALTIME_SUBPROTOCOL = "realtime"
 # Largest client frame accepted (hypercorn's websocket_max_message_size; larger → close 1009).
 # One 40 ms Ogg page is a few hundred bytes of base64, so 1 MiB is generous while bounding what
 # a single frame can make the server buffer. hypercorn.toml sets the same value.
@@ -44,7 +49,11 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class QuartRealtimeSocket:
-    """:class:`RealtimeSocket` over Quart's websocket context."""
+    """:class:`RealtimeSocket` over Quart's websocket context; ``query`` holds the URL's
+    query parameters (the OpenAI front reports ``model`` back)."""
+
+    def __init__(self, query: dict[str, str]) -> None:
+        self.query = query
 
     async def receive(self) -> str | bytes:
         return await websocket.receive()
@@ -61,13 +70,20 @@ def install_realtime(app: Quart) -> None:
     async def realtime() -> None:
         st = state()
         offered = websocket.requested_subprotocols
-        subprotocol = REALTIME_SUBPROTOCOL if REALTIME_SUBPROTOCOL in offered else None
+        try:
+            dialect: Dialect = choose_dialect(websocket.args, offered)
+        except UnknownDialect as e:
+            # Before the upgrade: a plain HTTP answer says what is wrong.
+            return Response(str(e), status=400)  # type: ignore[return-value]
+        subprotocol = UNMUTE_SUBPROTOCOL if UNMUTE_SUBPROTOCOL in offered else None
         await websocket.accept(subprotocol=subprotocol)
-        socket = QuartRealtimeSocket()
+        socket = QuartRealtimeSocket(dict(websocket.args))
+        front = make_front(dialect, st, socket)
         if st.drain.started:
             # Shutting down (web/drain.py): the client should reconnect, landing elsewhere.
             log.info("refusing a session: the server is draining")
-            await socket.send(encode_event(st.drain.refusal_event()))
+            refusal = front.fatal(st.drain.refusal_message, st.drain.error_code)
+            await socket.send(front.encode(refusal))
             await socket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
             return
         if st.active_sessions >= st.settings.max_sessions:
@@ -76,7 +92,7 @@ def install_realtime(app: Quart) -> None:
                 f"This server is at its limit of {st.settings.max_sessions} simultaneous "
                 "conversations. Please try again later."
             )
-            await socket.send(encode_event(make_error("fatal", message, code="server_full")))
+            await socket.send(front.encode(front.fatal(message, "server_full")))
             await socket.close(CLOSE_TRY_AGAIN_LATER, "server full")
             return
         st.active_sessions += 1
@@ -85,14 +101,16 @@ def install_realtime(app: Quart) -> None:
         started = trio.current_time()
         try:
             with st.drain.sessions.running():
-                await st.run_session(socket, st)
+                await st.run_session(socket, st, dialect)
         finally:
             st.active_sessions -= 1
             metrics.ACTIVE_SESSIONS.dec()
             metrics.SESSION_DURATION.observe(trio.current_time() - started)
 
 
-async def protocol_only_session(socket: RealtimeSocket, st: AppState) -> None:
+async def protocol_only_session(
+    socket: RealtimeSocket, st: AppState, dialect: Dialect = "unmute"
+) -> None:
     """A session that speaks the browser protocol but holds no conversation.
 
     It validates every frame (invalid JSON or events get an ``invalid_request_error`` and the

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import httpx
 
+from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.news import NewsClient
@@ -33,7 +34,8 @@ class RealtimeSocket(Protocol):
 
 # The session engine: runs one accepted session to its end. The seam between the web layer and
 # the conversation engine; tests and later issues plug different runners in here.
-SessionRunner = Callable[[RealtimeSocket, "AppState"], Awaitable[None]]
+# The third argument is the protocol the client speaks (protocol/dialects.py).
+SessionRunner = Callable[[RealtimeSocket, "AppState", Dialect], Awaitable[None]]
 
 
 @dataclasses.dataclass

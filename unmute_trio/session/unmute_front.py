@@ -1,0 +1,134 @@
+"""The Unmute dialect (contract 0.1): the original frontend's protocol, unchanged.
+
+Client audio is base64 Ogg/Opus pages; the bot's audio goes out as one Ogg/Opus stream in
+``response.audio.delta`` events; notes map one to one onto the events the original sent.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel
+
+from unmute_trio.conversation.events import (
+    Note,
+    ResponseFinished,
+    ResponseInterrupted,
+    ResponseStarted,
+    ResponseTextComplete,
+    ResponseToolCall,
+    ResponseWordPlanned,
+    ResponseWordSpoken,
+    ServiceWarning,
+    SessionFailed,
+    SessionUpdated,
+    StatusReport,
+    UserSpeechStarted,
+    UserSpeechStopped,
+    UserTranscriptDelta,
+    UserTurnEnded,
+)
+from unmute_trio.protocol import browser
+from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.session.audio import AudioInputError, OpusInput, OpusOutput
+from unmute_trio.session.front import SessionPort
+
+UNKNOWN_VOICE = "missing"  # what response.created shows when no voice was chosen
+
+
+def present(note: Note) -> list[BaseModel]:
+    """The Unmute-dialect events for a note (pure; also used by the machine's tests)."""
+    match note:
+        case UserTranscriptDelta():
+            return [
+                browser.ConversationItemInputAudioTranscriptionDelta(
+                    delta=note.text, start_time=note.start_time
+                )
+            ]
+        case UserSpeechStarted():
+            return [browser.InputAudioBufferSpeechStarted()]
+        case UserSpeechStopped():
+            return [browser.InputAudioBufferSpeechStopped()]
+        case ResponseStarted():
+            response = browser.Response(
+                status="in_progress",
+                voice=note.voice or UNKNOWN_VOICE,
+                chat_history=list(note.chat_history),
+            )
+            return [browser.ResponseCreated(response=response)]
+        case ResponseWordPlanned():
+            return [browser.UnmuteResponseTextDeltaReady(delta=note.word)]
+        case ResponseTextComplete():
+            return [browser.ResponseTextDone(text=note.text)]
+        case ResponseWordSpoken():
+            return [browser.ResponseTextDelta(delta=note.text)]
+        case ResponseFinished():
+            return [browser.ResponseAudioDone()]
+        case ResponseInterrupted():
+            return [browser.UnmuteInterruptedByVAD()]
+        case StatusReport():
+            args = {
+                "chat_history": note.chat_history,
+                "debug_dict": note.debug,
+                "debug_plot_data": [],
+            }
+            return [browser.UnmuteAdditionalOutputs(args=args)]
+        case ServiceWarning():
+            return [browser.make_error("warning", note.message)]
+        case SessionFailed():
+            return [browser.make_error("fatal", note.message)]
+        case UserTurnEnded() | ResponseToolCall():
+            return []  # the dialect has no such event (and Unmute clients declare no tools)
+
+
+class UnmuteFront:
+    def __init__(self) -> None:
+        self._opus_in = OpusInput()
+        self._opus_out = OpusOutput()  # one Ogg stream for the whole connection
+
+    async def serve(self, session: SessionPort) -> None:
+        while True:
+            try:
+                event = browser.parse_client_event(await session.receive())
+            except WireFormatError as e:
+                session.send(browser.invalid_request_error(e))
+                continue
+            if isinstance(event, browser.InputAudioBufferAppend):
+                await self._audio_in(session, event.audio)
+            elif isinstance(event, browser.SessionUpdate):
+                await self._session_update(session, event)
+            else:
+                session.record_client(event)
+
+    async def _audio_in(self, session: SessionPort, b64: str) -> None:
+        try:
+            pcm = self._opus_in.feed(b64)
+        except AudioInputError as e:
+            session.send(browser.make_error("invalid_request_error", str(e)))
+            return
+        session.record_client(
+            browser.UnmuteInputAudioBufferAppendAnonymized(number_of_samples=len(pcm))
+        )
+        if len(pcm):
+            await session.audio_in(pcm)
+
+    async def _session_update(self, session: SessionPort, event: browser.SessionUpdate) -> None:
+        session.record_client(event)
+        config = event.session
+        system_prompt = None
+        if config.instructions is not None:
+            system_prompt = await session.system_prompt(config.instructions)
+        session.send(browser.SessionUpdated(session=config))
+        session.dispatch(SessionUpdated(system_prompt, config.voice, config.allow_recording))
+
+    def present(self, note: Note) -> list[BaseModel]:
+        return present(note)
+
+    def audio_event(self, pcm: np.ndarray, turn_id: int) -> BaseModel | None:
+        delta = self._opus_out.encode_base64(pcm)
+        return None if delta is None else browser.ResponseAudioDelta(delta=delta)
+
+    def encode(self, event: BaseModel) -> str:
+        return browser.encode_event(event)
+
+    def fatal(self, message: str, code: str | None = None) -> BaseModel:
+        return browser.make_error("fatal", message, code=code)
