@@ -12,9 +12,9 @@ SYSTEM = {"role": "system", "content": "SYS"}
 def make(*turns: Turn) -> Transcript:
     transcript = Transcript()
     for turn in turns:
-        transcript.start_turn(turn.role, turn.text)
+        index = transcript.start_turn(turn.role, turn.text)
         if turn.interrupted:
-            transcript.interrupt_current()
+            transcript.interrupt(index)
     return transcript
 
 
@@ -63,7 +63,7 @@ def test_words_accumulate_in_the_current_turn() -> None:
 def test_only_an_assistant_turn_can_be_interrupted() -> None:
     transcript = make(user("hi"))
     with pytest.raises(ValueError):
-        transcript.interrupt_current()
+        transcript.interrupt(0)
     with pytest.raises(ValueError):
         Transcript().extend_current("word")
 

@@ -105,12 +105,8 @@ class Transcript:
         turn = self._turns[index]
         self._turns[index] = replace(turn, text=join_words(turn.text, word))
 
-    def interrupt_current(self) -> None:
-        """Mark the current (assistant) turn as cut off by the user."""
-        self._require_current()
-        self.interrupt(len(self._turns) - 1)
-
     def interrupt(self, index: int) -> None:
+        """Mark assistant message ``index`` as cut off by the user."""
         turn = self._turns[index]
         if turn.role != "assistant" or turn.kind != "message":
             raise ValueError("only an assistant message can be interrupted")

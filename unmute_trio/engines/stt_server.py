@@ -46,15 +46,13 @@ from unmute_trio.protocol.moshi import (
     encode,
 )
 from unmute_trio.testing.sim_base import (
-    CLOSE_FAILURE,
-    CLOSE_NORMAL,
     LOG_LENGTH,
     MoshiSimulator,
-    close_websocket,
     first_to_return,
     is_authorized,
+    run_accepted_stream,
 )
-from unmute_trio.testing.stt_sim import SttConnectionRecord, decode_ogg_chunk
+from unmute_trio.testing.stt_sim import SttConnectionRecord, decode_ogg_chunk, stt_close_code
 
 log = logging.getLogger(__name__)
 
@@ -108,24 +106,19 @@ class LocalSttEngine(MoshiSimulator):
             if not record.authorized:
                 record.end = "unauthorized"
                 return "", 401  # before accept: hypercorn answers a real HTTP 401
-            await websocket.accept()
-            with self._connections.slot() as handle:
-                if handle is None:
-                    record.at_capacity = True
-                    record.end = "at_capacity"
-                    await websocket.send(encode(Error(message="no free channels")))
-                    await close_websocket(CLOSE_NORMAL)
-                    return None
-                record.end = "client"
-                with handle.scope:
-                    await websocket.send(encode(Ready()))
-                    record.end = await _SttStream(self, record).run()
-                if handle.killed:
-                    record.end = "killed"
-                log.info("local STT stream ended: %s", record.end)
-                await close_websocket(
-                    CLOSE_NORMAL if record.end == "idle_timeout" else CLOSE_FAILURE
-                )
+
+            async def run() -> str:
+                await websocket.send(encode(Ready()))
+                return await _SttStream(self, record).run()
+
+            await run_accepted_stream(
+                self._connections,
+                record,
+                refusal=encode(Error(message="no free channels")),
+                run=run,
+                close_code=stt_close_code,
+            )
+            log.info("local STT stream ended: %s", record.end)
         return None
 
 

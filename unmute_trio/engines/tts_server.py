@@ -31,27 +31,25 @@ from quart import websocket
 
 from unmute_trio.engines import local_build_info
 from unmute_trio.engines.piper_voice import PiperSynthesizer
-from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import (
     SAMPLE_RATE,
-    SAMPLES_PER_FRAME,
-    Eos,
     Error,
-    Ready,
-    TextIn,
     TextOut,
-    decode_tts_client,
+    Voice,
 )
 from unmute_trio.testing.sim_base import (
-    CLOSE_FAILURE,
-    CLOSE_NORMAL,
     LOG_LENGTH,
     MoshiSimulator,
-    close_websocket,
-    first_to_return,
     is_authorized,
+    run_accepted_stream,
 )
-from unmute_trio.testing.tts_sim import FORMATS, NORMALISE_TEXT, TtsConnectionRecord, TtsOutput
+from unmute_trio.testing.tts_sim import (
+    FORMATS,
+    TtsConnectionRecord,
+    TtsOutput,
+    TtsStreamBase,
+    tts_close_code,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,87 +115,34 @@ class LocalTtsEngine(MoshiSimulator):
                 return "Failed to deserialize query string", 400
             self._note_voice(record.voice)
             output = TtsOutput(record.format)
-            await websocket.accept()
-            with self._connections.slot() as handle:
-                if handle is None:
-                    record.at_capacity = True
-                    record.end = "at_capacity"
-                    await _send(output.message(Error(message="no free channels")))
-                    await close_websocket(CLOSE_NORMAL)
-                    return None
-                record.end = "client"
-                with handle.scope:
-                    await _send(output.message(Ready()))
-                    await _send(output.header())
-                    record.end = await _TtsStream(self, record, output).run()
-                if handle.killed:
-                    record.end = "killed"
-                if record.end not in ("finished", "eos_without_text"):
-                    log.info("local TTS stream ended: %s", record.end)
-                failed = record.end in ("killed", "invalid_message", "synthesis_failed")
-                await close_websocket(CLOSE_FAILURE if failed else CLOSE_NORMAL)
+            await run_accepted_stream(
+                self._connections,
+                record,
+                refusal=output.message(Error(message="no free channels")),
+                run=_TtsStream(self, record, output).start,
+                close_code=tts_close_code,
+            )
+            if record.end not in ("finished", "eos_without_text"):
+                log.info("local TTS stream ended: %s", record.end)
         return None
 
 
-async def _send(data: bytes | None) -> None:
-    if data is not None:
-        await websocket.send(data)
+class _TtsStream(TtsStreamBase):
+    """The local engine's generator: Piper, a clause (or a few words) at a time."""
 
+    log_name = "local TTS"
 
-class _TtsStream:
     def __init__(
         self, engine: LocalTtsEngine, record: TtsConnectionRecord, output: TtsOutput
     ) -> None:
+        super().__init__(record, output, engine.config.idle_timeout_s)
         self._engine = engine
         self._cfg = engine.config
-        self._record = record
-        self._output = output
-        self._words_in, self._words_out = trio.open_memory_channel[str](WORD_QUEUE_SIZE)
-        self._audio = np.zeros(0, dtype=np.float32)  # < one frame carried between chunks
         self._seconds = 0.0  # audio generated so far
 
-    async def run(self) -> str:
-        return await first_to_return(self._receive, self._generate)
-
-    # ---------------------------------------------------------------- receiving
-
-    async def _receive(self) -> str:
-        idle = math.inf if self._cfg.idle_timeout_s is None else self._cfg.idle_timeout_s
-        while True:
-            with trio.move_on_after(math.inf if self._record.eos else idle) as idle_scope:
-                data = await websocket.receive()
-            if idle_scope.cancelled_caught:
-                return "idle_timeout"
-            if isinstance(data, str):
-                await self._text(data)
-            elif data == b"\x00":
-                await self._eos()
-            elif data is not None:
-                try:
-                    msg = decode_tts_client(data)
-                except WireFormatError as e:
-                    log.info("local TTS closing a stream: %s", e)
-                    return "invalid_message"
-                if isinstance(msg, TextIn):
-                    await self._text(msg.text)
-                elif isinstance(msg, Eos):
-                    await self._eos()
-                else:
-                    self._record.voice_message = True
-                    self._record.voice_shape = list(msg.shape)
-                    log.info("local TTS: custom voices are not supported; using the local voice")
-
-    async def _text(self, text: str) -> None:
-        if self._record.eos:
-            return  # the real server ignores text after the end of stream
-        self._record.texts.append(text)
-        for word in text.translate(NORMALISE_TEXT).split():
-            await self._words_in.send(word)
-
-    async def _eos(self) -> None:
-        if not self._record.eos:
-            self._record.eos = True
-            await self._words_in.aclose()
+    def _voice_received(self, msg: Voice) -> None:
+        super()._voice_received(msg)
+        log.info("local TTS: custom voices are not supported; using the local voice")
 
     # ---------------------------------------------------------------- generating
 
@@ -220,9 +165,7 @@ class _TtsStream:
             return "synthesis_failed"
         if not self._record.words_spoken:
             return "eos_without_text"
-        if len(self._audio):
-            pad = np.zeros(SAMPLES_PER_FRAME - len(self._audio), dtype=np.float32)
-            await self._send_frame(np.concatenate([self._audio, pad]))
+        await self._finish_audio()
         return "finished"
 
     async def _speak(self, words: list[str]) -> bool:
@@ -242,18 +185,11 @@ class _TtsStream:
             msg = TextOut(
                 text=timing.text, start_s=offset + timing.start_s, stop_s=offset + timing.stop_s
             )
-            await _send(self._output.message(msg))
+            await self._send(self._output.message(msg))
             self._record.words_spoken.append(timing.text)
         self._seconds += len(synthesis.audio) / SAMPLE_RATE
-        self._audio = np.concatenate([self._audio, synthesis.audio.astype(np.float32)])
-        while len(self._audio) >= SAMPLES_PER_FRAME:
-            frame, self._audio = self._audio[:SAMPLES_PER_FRAME], self._audio[SAMPLES_PER_FRAME:]
-            await self._send_frame(frame)
+        await self._queue_audio(synthesis.audio.astype(np.float32))
         return True
-
-    async def _send_frame(self, frame: np.ndarray) -> None:
-        await _send(self._output.audio(np.clip(frame, -0.99, 0.99)))
-        self._record.frames_sent += 1
 
 
 __all__ = ["WORD_QUEUE_SIZE", "LocalTtsConfig", "LocalTtsEngine"]

@@ -72,7 +72,11 @@ from unmute_trio.protocol.openai_items import (
     user_audio_message,
 )
 from unmute_trio.protocol.openai_response_config import ResponseConfig, resolve_response
-from unmute_trio.protocol.openai_server_events import RandomIds, encode_server_event
+from unmute_trio.protocol.openai_server_events import (
+    CancelReason,
+    RandomIds,
+    encode_server_event,
+)
 from unmute_trio.protocol.openai_session import (
     FunctionToolChoice,
     SessionConfig,
@@ -129,7 +133,6 @@ class OpenAIFront:
         self._responses: OrderedDict[int, _Response] = OrderedDict()
         self._active_turn: int | None = None
         self._next_config: ResponseConfig | None = None
-        self._cancel_reason: Literal["turn_detected", "client_cancelled"] = "turn_detected"
 
     # ------------------------------------------------------------------ client → server
 
@@ -201,7 +204,6 @@ class OpenAIFront:
                         session, "response_cancel_not_active", message, None, event.event_id
                     )
                     return
-                self._cancel_reason = "client_cancelled"
                 session.dispatch(ResponseCancelRequested())
 
     async def _apply_config(self, session: SessionPort, config: SessionConfig) -> None:
@@ -355,10 +357,9 @@ class OpenAIFront:
             case ResponseFinished():
                 return self._response_ended(note.turn_id, None)
             case ResponseInterrupted():
-                reason = (
-                    self._cancel_reason if note.reason == CANCELLED_BY_CLIENT else "turn_detected"
+                reason: CancelReason = (
+                    "client_cancelled" if note.reason == CANCELLED_BY_CLIENT else "turn_detected"
                 )
-                self._cancel_reason = "turn_detected"
                 return self._response_ended(note.turn_id, reason)
             case StatusReport():
                 return []
@@ -426,9 +427,7 @@ class OpenAIFront:
             ev.item_done(done, previous),
         ]
 
-    def _response_ended(
-        self, turn_id: int, cancelled: Literal["turn_detected", "client_cancelled"] | None
-    ) -> list[BaseModel]:
+    def _response_ended(self, turn_id: int, cancelled: CancelReason | None) -> list[BaseModel]:
         r = self._responses.get(turn_id)
         if r is None:
             return []

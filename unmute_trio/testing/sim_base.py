@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 from quart import websocket
@@ -114,6 +114,44 @@ class SimConnections:
 
 # Connection records kept for tests; the oldest are dropped so a long load test stays bounded.
 LOG_LENGTH = 1000
+
+
+class StreamRecord(Protocol):
+    """The fields every connection record has (``SttConnectionRecord``, ``TtsConnectionRecord``)."""
+
+    at_capacity: bool
+    end: str | None
+
+
+async def run_accepted_stream(
+    connections: SimConnections,
+    record: StreamRecord,
+    *,
+    refusal: bytes | None,
+    run: Callable[[], Awaitable[str]],
+    close_code: Callable[[str], int],
+) -> None:
+    """The part of a moshi-server stream that follows the auth check, the same for the
+    simulators and the local engines: accept; with no free slot send ``refusal`` (the protocol's
+    ``Error("no free channels")``) and close normally; else ``run`` the stream (its ``Ready``
+    included) in the slot's kill scope, note how it ended in ``record.end``, and close with
+    ``close_code(record.end)``."""
+    await websocket.accept()
+    with connections.slot() as handle:
+        if handle is None:
+            record.at_capacity = True
+            record.end = "at_capacity"
+            if refusal is not None:
+                await websocket.send(refusal)
+            await close_websocket(CLOSE_NORMAL)
+            return
+        # Stays "client" when the client goes away: quart-trio then cancels the handler.
+        record.end = "client"
+        with handle.scope:
+            record.end = await run()
+        if handle.killed:
+            record.end = "killed"
+        await close_websocket(close_code(record.end))
 
 
 class ServedSimulator:

@@ -54,6 +54,7 @@ Deviations from a real moshi-server
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections import deque
@@ -81,8 +82,8 @@ from unmute_trio.testing.sim_base import (
     CLOSE_NORMAL,
     LOG_LENGTH,
     MoshiSimulator,
-    close_websocket,
     is_authorized,
+    run_accepted_stream,
 )
 from unmute_trio.testing.speech import (
     DEFAULT_STT_SCRIPT,
@@ -104,6 +105,11 @@ class SttSimConfig:
     word_pace_s: float = 0.3  # spacing of words while a segment is still being spoken
     energy_threshold_rms: float = 0.01  # frame RMS at which audio counts as speech
     idle_timeout_s: float | None = 20.0  # like the real receive loop; None disables
+
+
+def stt_close_code(end: str) -> int:
+    """How an STT stream is closed: normally only after the idle timeout (as moshi-server)."""
+    return CLOSE_NORMAL if end == "idle_timeout" else CLOSE_FAILURE
 
 
 @dataclass
@@ -139,23 +145,13 @@ class SttSimulator(MoshiSimulator):
             if not record.authorized:
                 record.end = "unauthorized"
                 return "", 401  # before accept: hypercorn answers a real HTTP 401
-            await websocket.accept()
-            with self._connections.slot() as handle:
-                if handle is None:
-                    record.at_capacity = True
-                    record.end = "at_capacity"
-                    await websocket.send(encode(Error(message="no free channels")))
-                    await close_websocket(CLOSE_NORMAL)
-                    return None
-                # Stays "client" when the client goes away: quart-trio then cancels this handler.
-                record.end = "client"
-                with handle.scope:
-                    record.end = await self._run_stream(record)
-                if handle.killed:
-                    record.end = "killed"
-                await close_websocket(
-                    CLOSE_NORMAL if record.end == "idle_timeout" else CLOSE_FAILURE
-                )
+            await run_accepted_stream(
+                self._connections,
+                record,
+                refusal=encode(Error(message="no free channels")),
+                run=functools.partial(self._run_stream, record),
+                close_code=stt_close_code,
+            )
         return None
 
     async def _run_stream(self, record: SttConnectionRecord) -> str:
@@ -215,4 +211,5 @@ __all__ = [
     "SttConnectionRecord",
     "SttSimConfig",
     "SttSimulator",
+    "stt_close_code",
 ]

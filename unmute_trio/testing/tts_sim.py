@@ -65,6 +65,7 @@ from unmute_trio.protocol.moshi import (
     Ready,
     TextIn,
     TextOut,
+    Voice,
     decode_tts_client,
     encode,
 )
@@ -73,9 +74,9 @@ from unmute_trio.testing.sim_base import (
     CLOSE_NORMAL,
     LOG_LENGTH,
     MoshiSimulator,
-    close_websocket,
     first_to_return,
     is_authorized,
+    run_accepted_stream,
 )
 from unmute_trio.testing.speech import speech_like
 
@@ -142,20 +143,41 @@ class TtsOutput:
         return encode(OggOpus(data=pages)) if self.msgpack else pages
 
 
-class _TtsStream:
-    """One accepted stream after the handshake: a receiving task and a generating task."""
+def tts_close_code(end: str) -> int:
+    """How a TTS stream is closed, given why it ended."""
+    failed = end in ("killed", "invalid_message", "synthesis_failed")
+    return CLOSE_FAILURE if failed else CLOSE_NORMAL
 
-    def __init__(self, cfg: TtsSimConfig, record: TtsConnectionRecord, output: TtsOutput) -> None:
-        self._cfg = cfg
+
+class TtsStreamBase:
+    """One accepted TTS stream after the handshake: a task reading the client's text and a task
+    generating audio (:meth:`_generate`, the subclass's). The simulator and the local engine
+    share the reading side and the framing of audio, so both read the protocol the same way.
+    """
+
+    log_name = "TTS simulator"
+
+    def __init__(
+        self, record: TtsConnectionRecord, output: TtsOutput, idle_timeout_s: float | None
+    ) -> None:
         self._record = record
         self._output = output
+        self._idle_s = math.inf if idle_timeout_s is None else idle_timeout_s
         self._words_in, self._words_out = trio.open_memory_channel[str](WORD_QUEUE_SIZE)
-        self._audio = np.zeros(0, dtype=np.float32)  # < 1 frame plus one word's samples
-        self._samples_generated = 0
-        self._last_frame_at: float | None = None
+        self._audio = np.zeros(0, dtype=np.float32)  # less than one frame, between chunks
+
+    async def start(self) -> str:
+        """The handshake (``Ready``, then the Ogg header in Ogg formats), then :meth:`run`."""
+        await self._send(self._output.message(Ready()))
+        await self._send(self._output.header())
+        return await self.run()
 
     async def run(self) -> str:
         return await first_to_return(self._receive, self._generate)
+
+    async def _generate(self) -> str:
+        """Speak the words of ``self._words_out`` until it ends; why the stream ended."""
+        raise NotImplementedError
 
     async def _send(self, data: bytes | None) -> None:
         if data is not None:
@@ -165,11 +187,10 @@ class _TtsStream:
 
     async def _receive(self) -> str:
         """Feed words to the generator until Eos; then keep draining the socket."""
-        idle = math.inf if self._cfg.idle_timeout_s is None else self._cfg.idle_timeout_s
         while True:
-            with trio.move_on_after(math.inf if self._record.eos else idle) as idle_scope:
+            with trio.move_on_after(math.inf if self._record.eos else self._idle_s) as idle:
                 data = await websocket.receive()
-            if idle_scope.cancelled_caught:
+            if idle.cancelled_caught:
                 return "idle_timeout"
             if isinstance(data, str):
                 await self._text(data)
@@ -179,15 +200,18 @@ class _TtsStream:
                 try:
                     msg = decode_tts_client(data)
                 except WireFormatError as e:
-                    log.info("TTS simulator closing a stream: %s", e)
+                    log.info("%s closing a stream: %s", self.log_name, e)
                     return "invalid_message"
                 if isinstance(msg, TextIn):
                     await self._text(msg.text)
                 elif isinstance(msg, Eos):
                     await self._eos()
                 else:
-                    self._record.voice_message = True
-                    self._record.voice_shape = list(msg.shape)
+                    self._voice_received(msg)
+
+    def _voice_received(self, msg: Voice) -> None:
+        self._record.voice_message = True
+        self._record.voice_shape = list(msg.shape)
 
     async def _text(self, text: str) -> None:
         if self._record.eos:
@@ -200,6 +224,36 @@ class _TtsStream:
         if not self._record.eos:
             self._record.eos = True
             await self._words_in.aclose()
+
+    # ---------------------------------------------------------------- audio out
+
+    async def _queue_audio(self, pcm: np.ndarray) -> None:
+        """Send ``pcm`` in whole frames; the rest waits for more (or :meth:`_finish_audio`)."""
+        self._audio = np.concatenate([self._audio, pcm])
+        while len(self._audio) >= SAMPLES_PER_FRAME:
+            frame, self._audio = self._audio[:SAMPLES_PER_FRAME], self._audio[SAMPLES_PER_FRAME:]
+            await self._send_frame(frame)
+
+    async def _finish_audio(self) -> None:
+        """The last partial frame, padded with silence."""
+        if len(self._audio):
+            pad = np.zeros(SAMPLES_PER_FRAME - len(self._audio), dtype=np.float32)
+            await self._send_frame(np.concatenate([self._audio, pad]))
+            self._audio = self._audio[:0]
+
+    async def _send_frame(self, frame: np.ndarray) -> None:
+        await self._send(self._output.audio(np.clip(frame, -0.99, 0.99)))
+        self._record.frames_sent += 1
+
+
+class _TtsStream(TtsStreamBase):
+    """The simulator's generator: ``speech_like`` audio per word, paced at ``realtime_factor``."""
+
+    def __init__(self, cfg: TtsSimConfig, record: TtsConnectionRecord, output: TtsOutput) -> None:
+        super().__init__(record, output, cfg.idle_timeout_s)
+        self._cfg = cfg
+        self._samples_generated = 0
+        self._last_frame_at: float | None = None
 
     # ---------------------------------------------------------------- generating
 
@@ -214,9 +268,7 @@ class _TtsStream:
             return "eos_without_text"
         while waiting:
             await self._speak(waiting.popleft())
-        if len(self._audio):
-            pad = np.zeros(SAMPLES_PER_FRAME - len(self._audio), dtype=np.float32)
-            await self._send_frame(np.concatenate([self._audio, pad]))
+        await self._finish_audio()
         return "finished"
 
     async def _speak(self, word: str) -> None:
@@ -228,11 +280,7 @@ class _TtsStream:
         await self._send(self._output.message(TextOut(text=word, start_s=start_s, stop_s=stop_s)))
         self._record.words_spoken.append(word)
         seed = zlib.crc32(f"{index}:{word}".encode())
-        speech = speech_like(n_samples / SAMPLE_RATE, seed=seed)
-        self._audio = np.concatenate([self._audio, speech])
-        while len(self._audio) >= SAMPLES_PER_FRAME:
-            frame, self._audio = self._audio[:SAMPLES_PER_FRAME], self._audio[SAMPLES_PER_FRAME:]
-            await self._send_frame(frame)
+        await self._queue_audio(speech_like(n_samples / SAMPLE_RATE, seed=seed))
 
     async def _send_frame(self, frame: np.ndarray) -> None:
         rtf = self._cfg.realtime_factor
@@ -242,8 +290,7 @@ class _TtsStream:
             at = max(now, self._last_frame_at + FRAME_TIME_S / rtf)
             await trio.sleep_until(at)
         self._last_frame_at = at
-        await self._send(self._output.audio(np.clip(frame, -0.99, 0.99)))
-        self._record.frames_sent += 1
+        await super()._send_frame(frame)
 
 
 class TtsSimulator(MoshiSimulator):
@@ -275,30 +322,20 @@ class TtsSimulator(MoshiSimulator):
                 record.end = "bad_format"
                 return "Failed to deserialize query string", 400
             output = TtsOutput(record.format)
-            await websocket.accept()
-            with self._connections.slot() as handle:
-                if handle is None:
-                    record.at_capacity = True
-                    record.end = "at_capacity"
-                    await self._send(output.message(Error(message="no free channels")))
-                    await close_websocket(CLOSE_NORMAL)
-                    return None
-                # Stays "client" when the client goes away: quart-trio then cancels this handler.
-                record.end = "client"
-                with handle.scope:
-                    await trio.sleep(self.config.handshake_delay_s)
-                    await self._send(output.message(Ready()))
-                    await self._send(output.header())
-                    record.end = await _TtsStream(self.config, record, output).run()
-                if handle.killed:
-                    record.end = "killed"
-                failed = record.end in ("killed", "invalid_message")
-                await close_websocket(CLOSE_FAILURE if failed else CLOSE_NORMAL)
-        return None
 
-    async def _send(self, data: bytes | None) -> None:
-        if data is not None:
-            await websocket.send(data)
+            async def run() -> str:
+                await trio.sleep(self.config.handshake_delay_s)
+                stream = _TtsStream(self.config, record, output)
+                return await stream.start()
+
+            await run_accepted_stream(
+                self._connections,
+                record,
+                refusal=output.message(Error(message="no free channels")),
+                run=run,
+                close_code=tts_close_code,
+            )
+        return None
 
 
 __all__ = [
@@ -308,4 +345,6 @@ __all__ = [
     "TtsOutput",
     "TtsSimConfig",
     "TtsSimulator",
+    "TtsStreamBase",
+    "tts_close_code",
 ]
