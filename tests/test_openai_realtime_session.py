@@ -19,6 +19,7 @@ import trio
 from openai import AsyncOpenAI
 from openai.types import realtime as sdk
 from pydantic import TypeAdapter
+from trio_websocket import open_websocket_url
 
 from unmute_trio.protocol.g711 import float32_to_pcm16
 from unmute_trio.testing.harness import conversation_stack
@@ -262,3 +263,30 @@ async def test_text_only_manual_turns_and_cancel() -> None:
     assert cancelled["status_details"]["reason"] == "client_cancelled"
     assert seen["error"]["code"] == "response_cancel_not_active"
     assert seen["error"]["event_id"] == "evt_2"
+
+
+async def test_a_client_that_sends_no_audio_keeps_its_session(virtual_clock) -> None:
+    """moshi-server closes an STT stream that receives nothing for 20 s; a text-only OpenAI
+    client sends no audio at all, so the server keeps the stream alive with silent frames."""
+    async with conversation_stack() as stack:
+        url = stack.realtime_url + "?model=sim-model"
+        async with open_websocket_url(url) as ws:
+            with trio.fail_after(300):
+                created = json.loads(await ws.get_message())
+                assert created["type"] == "session.created"
+                await trio.sleep(60)  # virtual time: three STT idle timeouts
+                item = {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Still there?"}],
+                }
+                await ws.send_message(
+                    json.dumps({"type": "conversation.item.create", "item": item})
+                )
+                session = {"type": "realtime", "output_modalities": ["text"]}
+                await ws.send_message(json.dumps({"type": "session.update", "session": session}))
+                await ws.send_message(json.dumps({"type": "response.create"}))
+                while (event := json.loads(await ws.get_message()))["type"] != "response.done":
+                    assert event["type"] != "error", event
+        assert event["response"]["status"] == "completed"
+        assert [r.end for r in stack.stt.connections_log] == ["client"]  # one stream, still open
