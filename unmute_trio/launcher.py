@@ -46,6 +46,8 @@ LLM_SCRIPT = REPO_ROOT / "scripts" / "local-llm.sh"
 READY_TIMEOUT_S = 180.0  # model loading on a slow, busy machine
 STOP_GRACE_S = 15.0  # the server's drain (10 s by default) must fit
 TAIL_LINES = 20  # a dead child's last lines, kept to explain its death
+# Default reply limit of the local LLM (-n), for replies that set no max_tokens.
+LLM_MAX_REPLY_TOKENS = 512
 # The LLM yields the CPU to the speech engines and the server (docs/local-engines.md).
 LLM_NICENESS = 5
 
@@ -359,6 +361,9 @@ async def _up(args: argparse.Namespace) -> int:
         binary, model = await trio.to_thread.run_sync(llm_paths)
         command = [str(binary), "-m", str(model), "-t", str(args.llm_threads), "-np", "1"]
         command += ["-c", "4096", "--jinja", "--host", "127.0.0.1", "--port", str(args.llm_port)]
+        # A reply that sets no max_tokens ends after 512 tokens: the 0.5B model can repeat
+        # itself until its context is full (docs/local-llm.md).
+        command += ["-n", str(LLM_MAX_REPLY_TOKENS)]
         command += ["--alias", model.stem]  # the model name /v1/models (and /v1/health) shows
         llm = Child("llm", command, niceness=LLM_NICENESS, echo=False, stop_grace_s=3.0)
         ready = ROLES[2].probe_url(choices["llm"].url)
