@@ -21,7 +21,13 @@ from openai.types import realtime as sdk
 from pydantic import TypeAdapter
 from trio_websocket import open_websocket_url
 
-from unmute_trio.protocol.g711 import float32_to_pcm16
+from unmute_trio.protocol.g711 import (
+    Downsampler24To8,
+    float32_to_int16,
+    float32_to_pcm16,
+    ulaw_decode,
+    ulaw_encode,
+)
 from unmute_trio.testing.harness import conversation_stack
 from unmute_trio.testing.llm_sim import LlmSimConfig
 from unmute_trio.testing.speech import silence, speech_like
@@ -64,11 +70,19 @@ class Client:
             if event["type"] == kind and all(event.get(k) == v for k, v in fields.items()):
                 return event
 
-    async def speak(self, pcm: np.ndarray, chunk_s: float = 0.04) -> None:
-        """Append audio as PCM16 in real-time-sized chunks, a bit faster than real time."""
-        step = int(24_000 * chunk_s)
-        for start in range(0, len(pcm), step):
-            audio = base64.b64encode(float32_to_pcm16(pcm[start : start + step])).decode()
+    async def speak(self, pcm: np.ndarray, chunk_s: float = 0.04, *, ulaw: bool = False) -> None:
+        """Append audio (24 kHz float32) as PCM16, or as 8 kHz G.711 μ-law, in real-time-sized
+        chunks, a bit faster than real time."""
+        if ulaw:
+            pcm8 = Downsampler24To8().process(pcm)
+            codes = ulaw_encode(float32_to_int16(pcm8)).tobytes()
+            step = int(8_000 * chunk_s)
+            chunks = [codes[i : i + step] for i in range(0, len(codes), step)]
+        else:
+            step = int(24_000 * chunk_s)
+            chunks = [float32_to_pcm16(pcm[i : i + step]) for i in range(0, len(pcm), step)]
+        for chunk in chunks:
+            audio = base64.b64encode(chunk).decode()
             await self.send({"type": "input_audio_buffer.append", "audio": audio})
             await asyncio.sleep(chunk_s / 2)
 
@@ -263,6 +277,55 @@ async def test_text_only_manual_turns_and_cancel() -> None:
     assert cancelled["status_details"]["reason"] == "client_cancelled"
     assert seen["error"]["code"] == "response_cancel_not_active"
     assert seen["error"]["event_id"] == "evt_2"
+
+
+async def test_telephone_audio_and_items_after_a_reply() -> None:
+    """G.711 μ-law at 8 kHz both ways through a spoken turn; then the reply's item is retrieved
+    and truncated, and deleting it is refused."""
+    seen: dict[str, Any] = {}
+
+    async def script(c: Client) -> None:
+        await c.until("session.created")
+        ulaw = {"type": "audio/pcmu"}
+        audio = {"input": {"format": ulaw}, "output": {"format": ulaw}}
+        await c.send({"type": "session.update", "session": {"type": "realtime", "audio": audio}})
+        seen["session"] = (await c.until("session.updated"))["session"]
+        start = len(c.events)
+        await c.speak(np.concatenate([speech_like(1.5), silence(3.0)]), ulaw=True)
+        seen["done"] = (await c.until("response.done"))["response"]
+        seen["audio"] = b"".join(
+            base64.b64decode(e["delta"])
+            for e in c.events[start:]
+            if e["type"] == "response.output_audio.delta"
+        )
+        item_id = seen["done"]["output"][0]["id"]
+        await c.send({"type": "conversation.item.retrieve", "item_id": item_id})
+        seen["retrieved"] = (await c.until("conversation.item.retrieved"))["item"]
+        truncate = {"item_id": item_id, "content_index": 0, "audio_end_ms": 500}
+        await c.send({"type": "conversation.item.truncate", **truncate})
+        seen["truncated"] = await c.until("conversation.item.truncated")
+        await c.send({"type": "conversation.item.delete", "item_id": item_id, "event_id": "e3"})
+        seen["delete"] = (await c.until("error"))["error"]
+
+    async with conversation_stack() as stack:
+        with trio.fail_after(60):
+            await run_sdk(stack.base_url, script)
+        frames = sum(r.frames_sent for r in stack.tts.connections_log)
+
+    assert seen["session"]["audio"]["output"]["format"]["type"] == "audio/pcmu"
+    done = seen["done"]
+    assert done["status"] == "completed"
+    transcript = done["output"][0]["content"][0]["transcript"]
+    assert transcript.startswith("You said"), transcript  # the simulated STT heard a turn
+    # μ-law is one byte per 8 kHz sample: the bytes are the audio's length at 8 kHz, and they
+    # decode to speech-level audio, not silence.
+    # Every 80 ms TTS frame gives 640 codes (plus the resampling filter's tail at the end).
+    assert abs(len(seen["audio"]) - frames * 640) <= 64, (len(seen["audio"]), frames)
+    level = np.sqrt(np.mean((ulaw_decode(seen["audio"]).astype(np.float64) / 32768) ** 2))
+    assert level > 0.01, level
+    assert seen["retrieved"]["content"][0]["transcript"] == transcript
+    assert seen["truncated"]["audio_end_ms"] == 500
+    assert seen["delete"]["event_id"] == "e3" and seen["delete"]["code"] == "unsupported_event"
 
 
 async def test_a_client_that_sends_no_audio_keeps_its_session(virtual_clock) -> None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from tests.conftest import replace
-from unmute_trio.settings import Settings
+from unmute_trio.settings import Settings, SettingsError
 
 # The exact event the original frontend sends on connect (contract 3.4).
 FRONTEND_SESSION_UPDATE = {
@@ -152,3 +153,41 @@ async def test_oversized_frame_closes_with_1009_and_ends_the_session(
     with trio.fail_after(2):
         while served_states[0].active_sessions:
             await trio.sleep(0.01)
+
+
+async def test_api_keys_guard_both_protocols(serve, all_down_settings: Settings) -> None:
+    """UNMUTE_API_KEYS: no key or a wrong one → HTTP 401 before the upgrade; each of the three
+    ways to present a right key opens the connection, in either protocol."""
+    settings = dataclasses.replace(all_down_settings, api_keys=("k-one", "k-two"))
+    base = await serve(settings)
+    url = ws_url(base)
+    for rejected in (
+        {"url": url},
+        {"url": url, "subprotocols": ["realtime"]},
+        {"url": url + "?model=m", "extra_headers": [(b"authorization", b"Bearer k-three")]},
+        {"url": url + "?api_key=k-on"},
+    ):
+        with pytest.raises(ConnectionRejected) as refused:
+            async with open_websocket_url(**rejected):  # type: ignore[arg-type]
+                pass
+        assert refused.value.status_code == 401, rejected
+        assert b"API key" in (refused.value.body or b"")
+    # The OpenAI SDK's form, a browser's (the key subprotocol next to "realtime"), the query.
+    # (These tests serve the protocol-only session: an accepted client gets session.updated.)
+    accepted = (
+        {"url": url + "?model=m", "extra_headers": [(b"authorization", b"Bearer k-two")]},
+        {"url": url + "?model=m", "subprotocols": ["realtime", "openai-insecure-api-key.k-one"]},
+        {"url": url + "?api_key=k-one", "subprotocols": ["realtime"]},
+    )
+    for allowed in accepted:
+        async with open_websocket_url(**allowed) as ws:  # type: ignore[arg-type]
+            await ws.send_message(json.dumps(FRONTEND_SESSION_UPDATE))
+            assert (await receive_json(ws))["type"] == "session.updated", allowed
+
+
+def test_api_keys_setting() -> None:
+    env = {"UNMUTE_API_KEYS": " a1, b2 ,,"}
+    assert Settings.from_env(env).api_keys == ("a1", "b2")
+    assert Settings.from_env({}).api_keys == ()
+    with pytest.raises(SettingsError):
+        Settings.from_env({"UNMUTE_API_KEYS": "has space"})

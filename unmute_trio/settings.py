@@ -57,6 +57,8 @@ class Settings:
     newsapi_api_key: str | None = None
     kyutai_api_key: str = "public_token"
     max_sessions: int = 64
+    # Keys a realtime client must present (either protocol); empty: no key needed.
+    api_keys: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ("http://localhost", "http://localhost:3000")
     max_upload_bytes: int = 4 * 1024 * 1024
     voices_file: Path = _REPO_ROOT / "voices.yaml"
@@ -91,6 +93,7 @@ class Settings:
             newsapi_api_key=_optional(env, "NEWSAPI_API_KEY"),
             kyutai_api_key=_optional(env, "UNMUTE_KYUTAI_API_KEY") or d.kyutai_api_key,
             max_sessions=_int(env, "UNMUTE_MAX_SESSIONS", d.max_sessions, minimum=1),
+            api_keys=_api_keys(env, "UNMUTE_API_KEYS"),
             cors_origins=_origins(env, "UNMUTE_CORS_ORIGINS", d.cors_origins),
             max_upload_bytes=_int(env, "UNMUTE_MAX_UPLOAD_BYTES", d.max_upload_bytes, minimum=1),
             voices_file=_optional_path(env, "UNMUTE_VOICES_FILE") or d.voices_file,
@@ -187,6 +190,14 @@ def _origins(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tup
                 name, f"{origin!r} is not an origin like https://example.com or '*'"
             )
     return origins
+
+
+def _api_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    keys = tuple(k.strip() for k in env.get(name, "").split(",") if k.strip())
+    for key in keys:
+        if any(c.isspace() for c in key) or not key.isprintable():
+            raise SettingsError(name, "a key may not contain spaces or control characters")
+    return keys
 
 
 def _log_level(env: Mapping[str, str], name: str, default: str) -> str:

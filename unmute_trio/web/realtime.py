@@ -36,6 +36,7 @@ from unmute_trio.protocol.dialects import (
 )
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.session.runner import make_front
+from unmute_trio.web.auth import is_allowed, presented_keys
 from unmute_trio.web.routes import state
 from unmute_trio.web.state import AppState, RealtimeSocket
 
@@ -70,6 +71,20 @@ def install_realtime(app: Quart) -> None:
     async def realtime() -> None:
         st = state()
         offered = websocket.requested_subprotocols
+        if st.settings.api_keys:
+            presented = presented_keys(
+                websocket.headers.get("Authorization"), offered, websocket.args
+            )
+            if not is_allowed(presented, st.settings.api_keys):
+                log.info(
+                    "refusing a realtime connection: %s API key", "wrong" if presented else "no"
+                )
+                message = (
+                    "This server needs an API key: send 'Authorization: Bearer <key>', the "
+                    "subprotocol 'openai-insecure-api-key.<key>' or '?api_key=<key>'."
+                )
+                headers = {"WWW-Authenticate": "Bearer"}
+                return Response(message, status=401, headers=headers)  # type: ignore[return-value]
         try:
             dialect: Dialect = choose_dialect(websocket.args, offered)
         except UnknownDialect as e:
