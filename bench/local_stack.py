@@ -1,7 +1,7 @@
 """The whole local stack, end to end: voice-to-voice latency, barge-in, start-up time, memory.
 
     .venv/bin/python bench/local_stack.py [--questions 12] [--barge-ins 5] [--llm-threads N]
-                                          [--json out.json]
+                                          [--llm-batch-threads N] [--json out.json]
 
 It starts ``unmute-trio up`` (Moonshine + Silero VAD, Piper, llama.cpp, the server) on free
 ports without ``KYUTAI_*_URL``, talks to it with ``VoiceClient`` (the browser protocol, Ogg/Opus
@@ -470,6 +470,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="default 12")
     parser.add_argument("--barge-ins", type=int, default=5, help="successful tries (default 5)")
     parser.add_argument("--llm-threads", type=int, help="passed to up (default: up's, cores - 1)")
+    parser.add_argument(
+        "--llm-batch-threads", type=int, help="passed to up (default: up's, all cores)"
+    )
     parser.add_argument("--json", type=Path, help="write every figure here")
     return parser.parse_args()
 
@@ -482,6 +485,8 @@ def main() -> int:
         up_args += [f"--{name}", str(port)]
     if args.llm_threads is not None:
         up_args += ["--llm-threads", str(args.llm_threads)]
+    if args.llm_batch_threads is not None:
+        up_args += ["--llm-batch-threads", str(args.llm_batch_threads)]
     log = Path(tempfile.mkdtemp(prefix="unmute-local-stack-")) / "up.log"
     print(f"unmute-trio up {' '.join(up_args)}; its output: {log}", file=sys.stderr)
     r: dict[str, Any] = {"machine": machine(), "up_args": up_args, "load_before": load()}

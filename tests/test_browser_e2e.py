@@ -374,3 +374,36 @@ async def test_page_shows_services_down_and_server_errors(tmp_path: Path) -> Non
             assert await page.evaluate("__unmuteStats.closes[0].code") == 1013
             assert not await page.evaluate("document.querySelector('#connect').disabled")
             await bs.screenshot("browser-server-full.png")
+
+        # The server needs an API key: the page asks for one, says so when it is missing, and
+        # connects with it (sent as the openai-insecure-api-key subprotocol).
+        async with browser_stack(tmp_path / "c", wav, api_keys=("page-key",)) as bs:
+            page = bs.page
+            await open_page(bs)
+            assert not await page.evaluate("document.querySelector('#api-key-row').hidden")
+            await page.click("#connect")
+            await page.wait_for(
+                "__unmuteStats.closes.length === 1 && __unmuteStats.state === 'idle'",
+                timeout_s=15,
+                what="the connection without a key to be refused",
+                diagnostics=PAGE_STATE,
+            )
+            shown = await page.evaluate(
+                "[...document.querySelectorAll('#errors .error span')].map(e => e.textContent)"
+            )
+            assert any("Check the API key" in s for s in shown), (shown, page.console_dump())
+            assert bs.stack.state.active_sessions == 0
+            await page.evaluate(
+                "(() => { const k = document.querySelector('#api-key'); k.value = 'page-key';"
+                " k.dispatchEvent(new Event('change')); })()"
+            )
+            await page.click("#connect")
+            await page.wait_for(
+                "__unmuteStats.state === 'connected'",
+                timeout_s=15,
+                what="the connection with the key",
+                diagnostics=PAGE_STATE,
+            )
+            assert bs.stack.state.active_sessions == 1
+            assert await page.evaluate("localStorage.getItem('unmuteTrioApiKey')") == "page-key"
+            await page.click("#connect")  # disconnect

@@ -38,7 +38,11 @@ from unmute_trio.conversation.events import (
     ResponseFinished,
     ResponseRequested,
     ResponseSpec,
+    ResponseStarted,
     ResponseToolCall,
+    TokenUsage,
+    TurnAdded,
+    TurnDeleteRequested,
     TurnOptions,
     TurnOptionsChanged,
     UserTextAdded,
@@ -602,4 +606,45 @@ def test_function_calls_and_outputs_reach_the_llm() -> None:
             ],
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    ]
+
+
+def notes(actions: list[Any]) -> list[Any]:
+    return [a.note for a in actions if isinstance(a, Notify)]
+
+
+def test_a_reply_cut_by_its_token_limit_says_so_with_the_usage() -> None:
+    s = manual()
+    s.m.handle(ResponseRequested(ResponseSpec(speak=False, max_tokens=2)))
+    s(LlmWord(1, "Once"), LlmWord(1, " upon"))
+    usage = TokenUsage(input_tokens=30, output_tokens=2)
+    finished = [
+        n for n in notes(s.m.handle(LlmDone(1, True, usage))) if isinstance(n, ResponseFinished)
+    ]
+    assert finished == [ResponseFinished(1, truncated=True, usage=usage)]
+    s.m.handle(ResponseRequested(ResponseSpec(speak=False)))
+    s(LlmWord(2, "Done."))
+    assert ResponseFinished(2) in notes(s.m.handle(LlmDone(2)))
+
+
+def test_deleted_turns_leave_the_llm_context_but_live_turns_stay() -> None:
+    s = manual()
+    (added,) = notes(s.m.handle(UserTextAdded("Forget this.")))
+    assert isinstance(added, TurnAdded)
+    s(UserTextAdded("Keep this."))
+    s.m.handle(TurnDeleteRequested(added.key))
+    (started,) = [
+        n for n in notes(s.m.handle(ResponseRequested())) if isinstance(n, ResponseStarted)
+    ]
+    s.m.handle(TurnDeleteRequested(started.key))  # the reply being written: refused
+    s(LlmWord(1, "Kept."), TtsWordSpoken(1, "Kept."), LlmDone(1), TurnAudioFinished(1))
+    # The user's turn being transcribed cannot be deleted either.
+    s.user_says("Hello")
+    s.m.handle(TurnDeleteRequested(s.m.transcript.turns[-1].key))
+    assert s.m.transcript.turns[-1].text == "Hello"
+    s.m.handle(TurnDeleteRequested(999))  # unknown: ignored
+    assert s.m.transcript.llm_messages("SYS")[1:] == [
+        msg("user", "Keep this."),
+        msg("assistant", "Kept."),
+        msg("user", "Hello"),
     ]

@@ -52,6 +52,7 @@ async def test_health_with_no_service_running(serve, all_down_settings: Settings
         "voice_cloning_up": False,
         "engines": {"stt": None, "tts": None, "llm": None},
         "ok": False,
+        "api_key_required": False,
     }
 
 
@@ -69,6 +70,7 @@ async def test_health_with_every_service_up(serve, serve_stub) -> None:
         "voice_cloning_up": True,
         "engines": {"stt": None, "tts": None, "llm": "stub-model"},
         "ok": True,
+        "api_key_required": False,
     }
 
 

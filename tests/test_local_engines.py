@@ -115,6 +115,35 @@ async def test_local_tts_speaks_words_the_local_stt_understands(nursery: trio.Nu
     assert letter_error_rate(text, heard) <= HEARD_LETTER_ERRORS, heard
 
 
+async def test_local_tts_speaks_the_first_words_of_a_long_clause_before_it_ends(
+    nursery: trio.Nursery,
+) -> None:
+    # A reply's first chunk is cut after ``first_chunk_words``; later chunks wait for a clause
+    # (or ``max_chunk_words``). The stall timer is out of the way, so only those rules act.
+    engine = local_tts_engine(first_chunk_words=4, max_chunk_words=20, stall_s=30.0)
+    port = await nursery.start(engine.serve)
+    words = "The moon is approximately four hundred thousand kilometers away from us".split()
+    with trio.fail_after(60):
+        async with connect_tts(f"ws://127.0.0.1:{port}", handshake_timeout_s=10) as tts:
+            for word in words:
+                await tts.send_text(word + " ")
+            heard: list[str] = []
+            while len(heard) < 4:  # before Eos: the first four words only
+                message = await tts.receive()
+                if isinstance(message, TextOut):
+                    heard.append(message.text)
+            assert heard == words[:4]
+            with trio.move_on_after(1.0):  # the rest is not a clause yet: it waits
+                while True:
+                    message = await tts.receive()
+                    assert not isinstance(message, TextOut), message
+            await tts.send_eos()
+            while (message := await tts.receive()) is not None:
+                if isinstance(message, TextOut):
+                    heard.append(message.text)
+    assert heard == words
+
+
 async def test_spoken_conversation_through_the_server_with_local_engines() -> None:
     """The browser protocol end to end: a spoken question in, the user's words shown, a reply
     spoken by Piper that the local STT transcribes back to the reply's text."""

@@ -11,6 +11,7 @@ from unmute_trio.engines.transcriber import (
     DecodeJob,
     StreamingTranscriber,
     TranscriberPolicy,
+    reads_finished,
 )
 from unmute_trio.protocol.moshi import SAMPLES_PER_FRAME, EndWord, Marker, Step, Word
 
@@ -136,6 +137,52 @@ def test_pause_heads_low_while_speaking_and_rise_past_half_their_horizon() -> No
     assert silent[-1].prs[2] > 0.9
     heads = silent[8].prs
     assert heads[0] > heads[1] > heads[2] > heads[3]  # shorter horizons fire first
+
+
+def _pause_after(text: str) -> float:
+    """Seconds of silence after the last voiced window until prs[2] passes the session's 0.6,
+    with the segment's final decode answered as soon as it is asked for."""
+    d = Driver()
+    d.frames(5, 0.01)
+    d.frames(20, 0.9)
+    voiced = len(d.steps())
+    for _ in range(40):
+        d.frames(1, 0.01)
+        if (job := d.t.next_decode()) is not None:  # an interim decode, then the final one
+            d.t.decoded(job, text)
+            d.out += d.t.drain()
+    silent = d.steps()[voiced:]
+    return next(i + 1 for i, s in enumerate(silent) if s.prs[2] > 0.6) * 0.08
+
+
+@pytest.mark.parametrize("text", ["What is the capital of France?", "My name is John.", "Yes!"])
+def test_a_finished_sentence_ends_the_turn_sooner(text: str) -> None:
+    # The segment closes after the 0.3 s hangover; the next step after its final decode is
+    # already past 0.6 (0.43 s of silence counted 2.5 times over).
+    assert 0.3 < _pause_after(text) <= 0.5
+
+
+@pytest.mark.parametrize(
+    "text", ["I would like to know", "I need help with...", "Um.", "So.", "", "And then…"]
+)
+def test_an_unfinished_phrase_waits_the_whole_pause_curve(text: str) -> None:
+    assert 1.0 <= _pause_after(text) <= 1.2
+
+
+def test_reads_finished() -> None:
+    assert reads_finished("Is it?") and reads_finished('He said "yes."')
+    assert not reads_finished("Well.") and not reads_finished("wait..") and not reads_finished(" ")
+
+
+def test_speech_after_a_finished_sentence_resets_the_pause_heads() -> None:
+    d = Driver()
+    d.frames(20, 0.9)
+    d.frames(6, 0.01)
+    d.decode("Tell me a joke.")
+    d.frames(10, 0.9)  # the user goes on: the next pause waits the whole curve again
+    before = len(d.steps())
+    d.frames(12, 0.01)  # 0.96 s of silence, no decode of the new segment yet
+    assert all(s.prs[2] < 0.6 for s in d.steps()[before:])
 
 
 def test_marker_in_silence_is_echoed_half_a_second_later() -> None:

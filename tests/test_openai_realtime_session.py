@@ -279,9 +279,42 @@ async def test_text_only_manual_turns_and_cancel() -> None:
     assert seen["error"]["event_id"] == "evt_2"
 
 
+async def test_token_limit_and_usage_in_response_done() -> None:
+    """``max_output_tokens`` reaches the LLM; a reply cut by it ends ``incomplete`` with reason
+    ``max_output_tokens``; ``usage`` carries the LLM server's token counts."""
+    seen: dict[str, Any] = {}
+
+    async def script(c: Client) -> None:
+        await c.until("session.created")
+        text = [{"type": "input_text", "text": "Tell me about the sea."}]
+        item = {"type": "message", "role": "user", "content": text}
+        await c.send({"type": "conversation.item.create", "item": item})
+        limited = {"output_modalities": ["text"], "max_output_tokens": 4}
+        await c.send({"type": "response.create", "response": limited})
+        seen["limited"] = (await c.until("response.done"))["response"]
+        await c.send({"type": "response.create", "response": {"output_modalities": ["text"]}})
+        seen["full"] = (await c.until("response.done"))["response"]
+
+    async with conversation_stack() as stack:
+        with trio.fail_after(60):
+            await run_sdk(stack.base_url, script)
+        llm_requests = [r.body for r in stack.llm.requests if r.path == "/v1/chat/completions"]
+
+    limited, full = seen["limited"], seen["full"]
+    assert llm_requests[0]["max_tokens"] == 4 and "max_tokens" not in llm_requests[1]
+    assert limited["status"] == "incomplete", limited
+    assert limited["status_details"]["reason"] == "max_output_tokens"
+    assert limited["output"][0]["status"] == "incomplete"
+    assert limited["usage"]["output_tokens"] == 4
+    assert full["status"] == "completed" and full["output"][0]["status"] == "completed"
+    usage = full["usage"]
+    assert usage["output_tokens"] > 4 and usage["input_tokens"] > 0
+    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+
+
 async def test_telephone_audio_and_items_after_a_reply() -> None:
-    """G.711 μ-law at 8 kHz both ways through a spoken turn; then the reply's item is retrieved
-    and truncated, and deleting it is refused."""
+    """G.711 μ-law at 8 kHz both ways through a spoken turn; then the reply's item is retrieved,
+    truncated and deleted (the next LLM request no longer has it)."""
     seen: dict[str, Any] = {}
 
     async def script(c: Client) -> None:
@@ -304,13 +337,26 @@ async def test_telephone_audio_and_items_after_a_reply() -> None:
         truncate = {"item_id": item_id, "content_index": 0, "audio_end_ms": 500}
         await c.send({"type": "conversation.item.truncate", **truncate})
         seen["truncated"] = await c.until("conversation.item.truncated")
+        # Deleting the reply takes it out of the LLM's context; an unknown item is an error.
+        await c.send({"type": "conversation.item.delete", "item_id": item_id})
+        seen["deleted"] = await c.until("conversation.item.deleted")
         await c.send({"type": "conversation.item.delete", "item_id": item_id, "event_id": "e3"})
-        seen["delete"] = (await c.until("error"))["error"]
+        seen["delete_again"] = (await c.until("error"))["error"]
+        item = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "Hi"}],
+        }
+        await c.send({"type": "conversation.item.create", "item": item})
+        await c.send({"type": "response.create"})
+        await c.until("response.done")
 
     async with conversation_stack() as stack:
         with trio.fail_after(60):
             await run_sdk(stack.base_url, script)
-        frames = sum(r.frames_sent for r in stack.tts.connections_log)
+        # The first reply's frames (the second reply, after the deletion, has its own stream).
+        frames = next(r.frames_sent for r in stack.tts.connections_log if r.frames_sent)
+        llm_requests = [r.body for r in stack.llm.requests if r.path == "/v1/chat/completions"]
 
     assert seen["session"]["audio"]["output"]["format"]["type"] == "audio/pcmu"
     done = seen["done"]
@@ -325,7 +371,13 @@ async def test_telephone_audio_and_items_after_a_reply() -> None:
     assert level > 0.01, level
     assert seen["retrieved"]["content"][0]["transcript"] == transcript
     assert seen["truncated"]["audio_end_ms"] == 500
-    assert seen["delete"]["event_id"] == "e3" and seen["delete"]["code"] == "unsupported_event"
+    assert seen["deleted"]["item_id"] == done["output"][0]["id"]
+    assert seen["delete_again"]["event_id"] == "e3"
+    assert seen["delete_again"]["code"] == "item_not_found"
+    # The request after the deletion: the user's two turns, merged, and no reply between them.
+    after = llm_requests[-1]["messages"]
+    assert [m["role"] for m in after] == ["system", "user"], after
+    assert after[-1]["content"].endswith(" Hi"), after
 
 
 async def test_a_client_that_sends_no_audio_keeps_its_session(virtual_clock) -> None:

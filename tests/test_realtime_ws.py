@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import httpx
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
@@ -183,6 +184,14 @@ async def test_api_keys_guard_both_protocols(serve, all_down_settings: Settings)
         async with open_websocket_url(**allowed) as ws:  # type: ignore[arg-type]
             await ws.send_message(json.dumps(FRONTEND_SESSION_UPDATE))
             assert (await receive_json(ws))["type"] == "session.updated", allowed
+    # The built-in page: the Unmute dialect with the key subprotocol; "realtime" is chosen.
+    page = ["realtime", "openai-insecure-api-key.k-two"]
+    async with open_websocket_url(url, subprotocols=page) as ws:
+        assert ws.subprotocol == "realtime"
+        await ws.send_message(json.dumps(FRONTEND_SESSION_UPDATE))
+        assert (await receive_json(ws))["type"] == "session.updated"
+    async with httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get("/v1/health")).json()["api_key_required"] is True
 
 
 def test_api_keys_setting() -> None:

@@ -63,9 +63,28 @@ def test_words_accumulate_in_the_current_turn() -> None:
 def test_only_an_assistant_turn_can_be_interrupted() -> None:
     transcript = make(user("hi"))
     with pytest.raises(ValueError):
-        transcript.interrupt(0)
+        transcript.interrupt(transcript.turns[0].key)
     with pytest.raises(ValueError):
         Transcript().extend_current("word")
+
+
+def test_turns_are_named_by_keys_that_survive_deletion() -> None:
+    transcript = Transcript()
+    first = transcript.start_turn("user", "one")
+    reply = transcript.start_turn("assistant")
+    call = transcript.add_function_call("c1", "f", "{}")
+    assert [first, reply, call] == [1, 2, 3]
+    assert transcript.remove(first) and not transcript.remove(first)
+    transcript.extend(reply, "Still")  # the reply's key still finds it after the deletion
+    transcript.interrupt(reply)
+    assert transcript.get(reply) == bot("Still", interrupted=True)
+    assert transcript.start_turn("user") == 4  # keys are never reused
+    with pytest.raises(KeyError):
+        transcript.extend(first, "gone")
+    assert transcript.llm_messages("SYS")[1:3] == [
+        msg("user", "Hello."),
+        {"role": "assistant", "content": "Still —"},
+    ]
 
 
 # ------------------------------------------------------------------------ LLM messages

@@ -289,6 +289,13 @@ def default_llm_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def default_llm_batch_threads() -> int:
+    """All cores: reading a prompt (the new turn's tokens) is one short burst that comes right
+    after the user stops talking, when the speech engines have nothing to do; generation, which
+    overlaps speech synthesis for seconds, keeps ``default_llm_threads``."""
+    return max(1, os.cpu_count() or 2)
+
+
 def add_up_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=os.environ.get("HOST", "0.0.0.0"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
@@ -300,6 +307,14 @@ def add_up_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=int(os.environ.get("UNMUTE_LOCAL_LLM_THREADS", str(default_llm_threads()))),
         help="llama-server threads (default: cores - 1, at least 1; see docs/local-llm.md)",
+    )
+    parser.add_argument(
+        "--llm-batch-threads",
+        type=int,
+        default=int(
+            os.environ.get("UNMUTE_LOCAL_LLM_BATCH_THREADS", str(default_llm_batch_threads()))
+        ),
+        help="llama-server threads reading prompts (default: all cores; docs/local-llm.md)",
     )
 
 
@@ -360,6 +375,7 @@ async def _up(args: argparse.Namespace) -> int:
     if choices["llm"].source == "local":
         binary, model = await trio.to_thread.run_sync(llm_paths)
         command = [str(binary), "-m", str(model), "-t", str(args.llm_threads), "-np", "1"]
+        command += ["-tb", str(args.llm_batch_threads)]
         command += ["-c", "4096", "--jinja", "--host", "127.0.0.1", "--port", str(args.llm_port)]
         # A reply that sets no max_tokens ends after 512 tokens: the 0.5B model can repeat
         # itself until its context is full (docs/local-llm.md).

@@ -80,10 +80,21 @@ class LlmWord:
 
 
 @dataclass(frozen=True)
+class TokenUsage:
+    """What the LLM server counted for one reply."""
+
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True)
 class LlmDone:
-    """The LLM stream of this turn ended normally."""
+    """The LLM stream of this turn ended normally. ``truncated``: it stopped at its token
+    limit, not because the reply was complete; ``usage`` when the server reported it."""
 
     turn_id: int
+    truncated: bool = False
+    usage: TokenUsage | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,14 @@ class FunctionOutputAdded:
 
 
 @dataclass(frozen=True)
+class TurnDeleteRequested:
+    """The client deleted a turn of the conversation (its transcript ``key``). The reply being
+    written and the user turn being transcribed cannot be deleted; an unknown key is ignored."""
+
+    key: int
+
+
+@dataclass(frozen=True)
 class LlmToolCall:
     """The LLM of this turn asked for a function call (arguments: JSON text)."""
 
@@ -216,6 +235,7 @@ Event = (
     | AudioCommitted
     | UserTextAdded
     | FunctionOutputAdded
+    | TurnDeleteRequested
     | LlmToolCall
 )
 
@@ -251,10 +271,19 @@ class UserSpeechStopped:
 
 
 @dataclass(frozen=True)
+class TurnAdded:
+    """The client's text message or function result is turn ``key`` of the transcript."""
+
+    key: int
+
+
+@dataclass(frozen=True)
 class UserTurnEnded:
-    """The user's turn is complete: every word of it has been transcribed."""
+    """The user's turn is complete: every word of it has been transcribed. ``key``: its turn
+    in the transcript (``None`` if there is none)."""
 
     text: str
+    key: int | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +295,7 @@ class ResponseStarted:
     voice: str | None
     chat_history: list[dict[str, Any]] = field(hash=False)
     speak: bool = True
+    key: int = 0  # its assistant message in the transcript
 
 
 @dataclass(frozen=True)
@@ -294,19 +324,22 @@ class ResponseWordSpoken:
 
 @dataclass(frozen=True)
 class ResponseToolCall:
-    """The reply asks the client to call a function."""
+    """The reply asks the client to call a function (``key``: the call's transcript turn)."""
 
     turn_id: int
     call_id: str
     name: str
     arguments: str
+    key: int = 0
 
 
 @dataclass(frozen=True)
 class ResponseFinished:
-    """All of the reply's audio was sent."""
+    """All of the reply's audio was sent (``truncated`` and ``usage`` as in ``LlmDone``)."""
 
     turn_id: int
+    truncated: bool = False
+    usage: TokenUsage | None = None
 
 
 @dataclass(frozen=True)
@@ -341,7 +374,8 @@ class SessionFailed:
 
 
 Note = (
-    UserTranscriptDelta
+    TurnAdded
+    | UserTranscriptDelta
     | UserSpeechStarted
     | UserSpeechStopped
     | UserTurnEnded

@@ -78,7 +78,9 @@ from unmute_trio.conversation.events import (
     SttStep,
     SttWord,
     TtsWordSpoken,
+    TurnAdded,
     TurnAudioFinished,
+    TurnDeleteRequested,
     TurnOptions,
     TurnOptionsChanged,
     UserSpeechStarted,
@@ -130,10 +132,10 @@ class ConversationState(enum.Enum):
 @dataclass
 class _BotTurn:
     turn_id: int
-    index: int  # of its assistant message in the transcript
+    key: int  # of its assistant message in the transcript
     spec: ResponseSpec
     llm_words: list[str] = field(default_factory=list)
-    llm_done: bool = False
+    llm_done: LlmDone | None = None
 
 
 class ConversationMachine:
@@ -224,11 +226,12 @@ class ConversationMachine:
             case AudioCommitted():
                 return self._on_audio_committed()
             case UserTextAdded():
-                self.transcript.start_turn("user", event.text)
-                return []
+                return [Notify(TurnAdded(self.transcript.start_turn("user", event.text)))]
             case FunctionOutputAdded():
-                self.transcript.add_function_output(event.call_id, event.output)
-                return []
+                key = self.transcript.add_function_output(event.call_id, event.output)
+                return [Notify(TurnAdded(key))]
+            case TurnDeleteRequested():
+                return self._on_delete_requested(event.key)
         raise TypeError(f"not a conversation event: {event!r}")
 
     # ------------------------------------------------------------------ handlers
@@ -301,7 +304,9 @@ class ConversationMachine:
             # The STT has now transcribed everything the user said before the pause.
             self._flush_end_stt_time = None
             current = self.transcript.current
-            ended: list[Action] = [Notify(UserTurnEnded(current.text if current else ""))]
+            ended: list[Action] = [
+                Notify(UserTurnEnded(current.text, current.key) if current else UserTurnEnded(""))
+            ]
             requested, self._requested = self._requested, None
             if requested is not None or self._options.auto_respond:
                 return ended + self._start_bot_turn(requested)
@@ -341,43 +346,46 @@ class ConversationMachine:
             case LlmWord():
                 turn.llm_words.append(event.word)
                 if not turn.spec.speak:
-                    self.transcript.extend(turn.index, event.word)  # text: written is shown
+                    self.transcript.extend(turn.key, event.word)  # text: written is shown
                 return [Notify(ResponseWordPlanned(turn.turn_id, event.word))]
             case LlmDone():
-                done = self._on_llm_done(turn)
+                done = self._on_llm_done(turn, event)
                 if not turn.spec.speak:
                     done += self._on_turn_audio_finished(turn)  # no audio to wait for
                 return done
             case LlmToolCall():
-                self.transcript.add_function_call(event.call_id, event.name, event.arguments)
-                call = ResponseToolCall(turn.turn_id, event.call_id, event.name, event.arguments)
+                key = self.transcript.add_function_call(event.call_id, event.name, event.arguments)
+                call = ResponseToolCall(
+                    turn.turn_id, event.call_id, event.name, event.arguments, key
+                )
                 return [Notify(call)]
             case TtsWordSpoken():
                 # Only words whose audio is being played join the transcript.
-                self.transcript.extend(turn.index, event.text)
+                self.transcript.extend(turn.key, event.text)
                 return [Notify(ResponseWordSpoken(turn.turn_id, event.text))]
             case TurnAudioFinished():
                 return self._on_turn_audio_finished(turn)
             case ServiceRetrying():
                 return [Notify(ServiceWarning(turn.turn_id, retry_warning(event.service)))]
 
-    def _on_llm_done(self, turn: _BotTurn) -> list[Action]:
-        if turn.llm_done:
+    def _on_llm_done(self, turn: _BotTurn, event: LlmDone) -> list[Action]:
+        if turn.llm_done is not None:
             return []
-        turn.llm_done = True
+        turn.llm_done = event
         # The words carry their own leading spaces, so joining them gives the text.
         return [Notify(ResponseTextComplete(turn.turn_id, "".join(turn.llm_words)))]
 
     def _on_turn_audio_finished(self, turn: _BotTurn) -> list[Action]:
+        done = turn.llm_done or LlmDone(turn.turn_id)
         self._bot_turn = None
         self._state = ConversationState.WAITING_FOR_USER
         self._waiting_since = self._samples_received
         self._last_status_at = self._samples_received
         actions: list[Action] = [
             Notify(self._status_note()),
-            Notify(ResponseFinished(turn.turn_id)),
+            Notify(ResponseFinished(turn.turn_id, done.truncated, done.usage)),
         ]
-        spoken = self.transcript.turns[turn.index]
+        spoken = self.transcript.get(turn.key)
         if spoken.text.rstrip().lower().endswith(GOODBYE_SUFFIX):
             self._state = ConversationState.CLOSED
             actions.append(
@@ -427,6 +435,19 @@ class ConversationMachine:
             return []  # the front refuses a second response before asking
         return self._start_bot_turn(spec)
 
+    def _on_delete_requested(self, key: int) -> list[Action]:
+        # The reply being written and the user turn being transcribed still grow: the front
+        # refuses to delete them, and so does the machine.
+        live = self._bot_turn.key if self._bot_turn else None
+        if key == live:
+            return []
+        current = self.transcript.current
+        listening = (ConversationState.USER_SPEAKING, ConversationState.FLUSHING_STT)
+        if self._state in listening and current is not None and current.key == key:
+            return []
+        self.transcript.remove(key)
+        return []
+
     def _on_cancel_requested(self) -> list[Action]:
         if self._state is not ConversationState.BOT_SPEAKING:
             return []
@@ -445,11 +466,11 @@ class ConversationMachine:
         )
         turn_id = self._next_turn_id
         self._next_turn_id += 1
-        index = self.transcript.start_turn("assistant")
-        self._bot_turn = _BotTurn(turn_id, index, spec)
+        key = self.transcript.start_turn("assistant")
+        self._bot_turn = _BotTurn(turn_id, key, spec)
         self._state = ConversationState.BOT_SPEAKING
         history = self.transcript.chat_history()
-        created = ResponseStarted(turn_id, self._voice, history, speak=spec.speak)
+        created = ResponseStarted(turn_id, self._voice, history, speak=spec.speak, key=key)
         start = StartTurn(turn_id, messages, temperature, self._voice, spec)
         return [Notify(created), start]
 
@@ -457,7 +478,7 @@ class ConversationMachine:
         """Stop the live bot turn. Its assistant turn keeps only the words already heard."""
         assert self._bot_turn is not None, "BOT_SPEAKING always has a live turn"
         turn_id = self._bot_turn.turn_id
-        self.transcript.interrupt(self._bot_turn.index)
+        self.transcript.interrupt(self._bot_turn.key)
         self._bot_turn = None
         # Cancel first, so the session drops the turn's unsent audio before telling the client.
         return [

@@ -12,7 +12,7 @@ lives in the machine, so the text only ever holds words that were actually said:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 Role = Literal["user", "assistant"]
@@ -50,6 +50,9 @@ class Turn:
     kind: TurnKind = "message"
     call_id: str = ""
     name: str = ""
+    # Given by the transcript: 1, 2, 3... in order of creation, never reused. Not part of a
+    # turn's value: two turns that say the same are equal.
+    key: int = field(default=0, compare=False)
 
 
 def join_words(text: str, word: str) -> str:
@@ -60,10 +63,13 @@ def join_words(text: str, word: str) -> str:
 
 
 class Transcript:
-    """Every turn of one conversation, in order. Turns are appended, never removed."""
+    """Every turn of one conversation, in order. Turns are appended; a client of the OpenAI
+    protocol may delete one (``conversation.item.delete``), so turns are named by ``key``,
+    not by position."""
 
     def __init__(self) -> None:
         self._turns: list[Turn] = []
+        self._next_key = 1
 
     @property
     def turns(self) -> tuple[Turn, ...]:
@@ -82,31 +88,54 @@ class Transcript:
 
     # ------------------------------------------------------------------ changes
 
-    def start_turn(self, role: Role, text: str = "") -> int:
-        """Append a message turn; returns its index."""
-        self._turns.append(Turn(role, text))
-        return len(self._turns) - 1
+    def _append(self, turn: Turn) -> int:
+        key, self._next_key = self._next_key, self._next_key + 1
+        self._turns.append(replace(turn, key=key))
+        return key
 
-    def add_function_call(self, call_id: str, name: str, arguments: str) -> None:
-        self._turns.append(
+    def start_turn(self, role: Role, text: str = "") -> int:
+        """Append a message turn; returns its key."""
+        return self._append(Turn(role, text))
+
+    def add_function_call(self, call_id: str, name: str, arguments: str) -> int:
+        return self._append(
             Turn("assistant", arguments, kind="function_call", call_id=call_id, name=name)
         )
 
-    def add_function_output(self, call_id: str, output: str) -> None:
-        self._turns.append(Turn("user", output, kind="function_call_output", call_id=call_id))
+    def add_function_output(self, call_id: str, output: str) -> int:
+        return self._append(Turn("user", output, kind="function_call_output", call_id=call_id))
+
+    def get(self, key: int) -> Turn:
+        return self._turns[self._index(key)]
+
+    def remove(self, key: int) -> bool:
+        """Delete turn ``key``; ``False`` if there is none (already deleted)."""
+        try:
+            del self._turns[self._index(key)]
+        except KeyError:
+            return False
+        return True
+
+    def _index(self, key: int) -> int:
+        # From the end: the turns being extended are the last ones.
+        for i in range(len(self._turns) - 1, -1, -1):
+            if self._turns[i].key == key:
+                return i
+        raise KeyError(key)
 
     def extend_current(self, word: str) -> None:
         """Append a word to the current turn (see :func:`join_words` for the spacing)."""
-        self._require_current()
-        self.extend(len(self._turns) - 1, word)
+        self.extend(self._require_current().key, word)
 
-    def extend(self, index: int, word: str) -> None:
-        """Append a word to turn ``index`` (a reply keeps growing after a function call)."""
+    def extend(self, key: int, word: str) -> None:
+        """Append a word to turn ``key`` (a reply keeps growing after a function call)."""
+        index = self._index(key)
         turn = self._turns[index]
         self._turns[index] = replace(turn, text=join_words(turn.text, word))
 
-    def interrupt(self, index: int) -> None:
-        """Mark assistant message ``index`` as cut off by the user."""
+    def interrupt(self, key: int) -> None:
+        """Mark assistant message ``key`` as cut off by the user."""
+        index = self._index(key)
         turn = self._turns[index]
         if turn.role != "assistant" or turn.kind != "message":
             raise ValueError("only an assistant message can be interrupted")

@@ -16,7 +16,12 @@ segment transcriptions" into the moshi-server STT stream the session engine expe
 - **Steps.** One ``Step`` per 1920 input samples (80 ms at 24 kHz). Its four pause heads come
   from the silence since the last voiced window: ``0.02 + 0.96·logistic((L − T/2)/(T/10))`` for
   horizons T = 0.5, 1, 2, 3 s — low while voiced, 0.5 at half of each horizon (the same curve
-  as the simulator, so the session's thresholds mean the same). Steps carry the model's delay
+  as the simulator, so the session's thresholds mean the same). The heads are *semantic* the way
+  moshi's are: once the final decode of the last segment reads as a finished sentence (it ends
+  in ``. ? !``, not ``...``, and not on a filler such as "um." or "so."), the silence counts
+  ``complete_speedup`` times over, so "What is the capital of France?" ends the turn ~0.5 s
+  after the voice stops instead of ~1.1 s, while "I would like to know" (Moonshine writes no
+  full stop after an unfinished phrase) waits the whole curve. Steps carry the model's delay
   as a promise: the Step whose audio ends at ``q`` is held until every segment that ended
   before ``q − delay_s`` has had its final words sent. That is what makes the session's flush
   (eight silent frames, then wait 0.5 s of STT clock) return the user's last words.
@@ -46,6 +51,27 @@ ASR_RATE = 16_000  # Moonshine and the VAD run at 16 kHz
 VAD_WINDOW = 512  # samples per VAD probability at 16 kHz (32 ms)
 WINDOW_S = VAD_WINDOW / ASR_RATE
 PAUSE_HORIZONS_S = (0.5, 1.0, 2.0, 3.0)
+# Words that end a phrase without finishing a thought, even when Moonshine writes "Um." or "So."
+FILLERS = frozenset(
+    {
+        "um",
+        "uh",
+        "uhm",
+        "umm",
+        "hmm",
+        "mm",
+        "er",
+        "erm",
+        "ah",
+        "well",
+        "so",
+        "and",
+        "but",
+        "or",
+        "because",
+        "like",
+    }
+)
 # Markers waiting to be echoed; past this the client is misbehaving (the stream is closed).
 MAX_PENDING_MARKERS = 1024
 
@@ -64,6 +90,10 @@ class TranscriberPolicy:
     interim_interval_s: float = 0.5
     interim_guard_s: float = 0.4  # interim words ending closer than this to the audio's end wait
     delay_s: float = 0.5  # the moshi STT's text delay, which the session's flush relies on
+    # Silence after a finished sentence counts this many times over in the pause heads: with
+    # 2.5 the 2 s head passes the session's 0.6 at 0.43 s of silence, that is as soon as the
+    # segment's final decode is back (hangover 0.3 s + one decode, ~0.1-0.25 s).
+    complete_speedup: float = 2.5
 
 
 @dataclass(eq=False)
@@ -113,6 +143,15 @@ def _spread(words: list[str], start: float, end: float) -> list[tuple[float, flo
     return times
 
 
+def reads_finished(text: str) -> bool:
+    """Whether a final decode reads as a finished sentence (see the module docstring)."""
+    text = text.rstrip().rstrip("\"')”")
+    if not text.endswith((".", "?", "!")) or text.endswith(("..", "…")):
+        return False
+    words = text.split()
+    return bool(words) and _norm(words[-1]) not in FILLERS
+
+
 def _after_committed(committed: list[str], words: list[str]) -> int:
     """Where the words already sent end in a final decode that may disagree with them: just
     after the last final word matched to a sent word (by normalised text), so a word the interim
@@ -140,6 +179,8 @@ class StreamingTranscriber:
         self._run = 0  # consecutive windows at/above the speech threshold
         self._below_since: float | None = None
         self._last_voiced: float | None = None  # end of the last voiced window ever
+        # _last_voiced when a final decode ending there read as a finished sentence
+        self._finished_at: float | None = None
         # Recent 16 kHz audio for the pre-pad: bounded to pre_pad_s + one window.
         self._recent: deque[np.ndarray] = deque()
         self._recent_len = 0
@@ -312,6 +353,8 @@ class StreamingTranscriber:
             self._out.append(EndWord(stop_time=stop))
             seg.committed.append(word)
         if job.final:
+            if reads_finished(text):
+                self._finished_at = seg.last_voiced
             seg.finalized = True
             assert self._pending and self._pending[0] is seg
             self._pending.popleft()
@@ -351,6 +394,8 @@ class StreamingTranscriber:
             silence = math.inf
         else:
             silence = max(0.0, position - self._last_voiced)
+            if self._open is None and self._finished_at == self._last_voiced:
+                silence *= self.policy.complete_speedup
         heads = []
         for horizon in PAUSE_HORIZONS_S:
             z = max(-50.0, min(50.0, (silence - horizon / 2) / (horizon / 10)))

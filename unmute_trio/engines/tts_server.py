@@ -7,7 +7,8 @@ start_s, stop_s)`` per word out, close after ``Eos`` once everything is spoken. 
 Piper's (:mod:`unmute_trio.engines.piper_voice`).
 
 Piper speaks a sentence at a time, so text is gathered into **chunks**: a chunk is synthesised
-as soon as a word ends a clause (``. , ! ? ; :``), when ``max_chunk_words`` have arrived, at
+as soon as a word ends a clause (``. , ! ? ; :``), when ``max_chunk_words`` have arrived
+(``first_chunk_words`` for the first chunk of a stream), at
 ``Eos``, or when no new text came for ``stall_s`` (an LLM that pauses mid-sentence). The first
 clause of a reply therefore starts speaking while the LLM is still writing the rest. Each
 chunk's words are sent as ``Text`` messages just before its audio (text runs ahead of audio,
@@ -65,6 +66,11 @@ class LocalTtsConfig:
     capacity: int = 4
     synth_threads: int = 1  # Piper syntheses running at once, process-wide
     max_chunk_words: int = 20
+    # The first chunk of a reply is cut sooner: the user is waiting for it, and a long first
+    # clause ("The moon is approximately 384,400 kilometers away from the Earth.") would hold
+    # the first audio until the LLM has written all of it. Later chunks are synthesised while
+    # the earlier ones play, so they can wait for a whole clause, which Piper speaks better.
+    first_chunk_words: int = 6
     stall_s: float = 0.5
     # Before Eos, a stream with no message for this long is closed. moshi-server uses 30 s; a
     # CPU LLM reading a long prompt on a busy machine can stay silent about that long before
@@ -156,7 +162,12 @@ class _TtsStream(TtsStreamBase):
                     except trio.EndOfChannel:
                         break
                     chunk.append(word)
-                    if not (word.endswith(_CLAUSE_END) or len(chunk) >= self._cfg.max_chunk_words):
+                    limit = (
+                        self._cfg.max_chunk_words
+                        if self._record.words_spoken
+                        else self._cfg.first_chunk_words
+                    )
+                    if not (word.endswith(_CLAUSE_END) or len(chunk) >= limit):
                         continue
                 if not await self._speak(chunk):
                     return "synthesis_failed"

@@ -160,10 +160,30 @@ class ToolCall:
     arguments: str = ""
 
 
+@dataclasses.dataclass
+class ReplyOutcome:
+    """How a streamed reply ended, filled in once it is complete: the function calls the LLM
+    asked for, why it stopped (``"stop"``, ``"length"``, ``"tool_calls"``...) and the token
+    counts when the server sent them."""
+
+    tool_calls: list[ToolCall] = dataclasses.field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
 class ChatChoice(_Lenient):
     index: int = 0
     delta: ChatDelta = ChatDelta()
     finish_reason: str | None = None
+
+
+class ChatUsage(_Lenient):
+    """Token counts, in the last chunk of a stream (llama.cpp always; OpenAI and vLLM when the
+    request asks with ``stream_options``)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class ChatCompletionChunk(_Lenient):
@@ -173,6 +193,7 @@ class ChatCompletionChunk(_Lenient):
     object: str | None = None
     model: str | None = None
     choices: list[ChatChoice] = []
+    usage: ChatUsage | None = None
 
     @property
     def content(self) -> str:
@@ -212,13 +233,14 @@ class ChatStreamParser:
 
     ``done`` becomes true at ``data: [DONE]``; everything after it is ignored (the client still
     reads to the end of the body so the connection can be reused). ``finish_reason`` keeps the
-    last one seen (``"stop"``, ``"length"``...).
+    last one seen (``"stop"``, ``"length"``...), ``usage`` the last token counts.
     """
 
     def __init__(self, *, max_line_chars: int = MAX_LINE_CHARS) -> None:
         self._sse = SseDecoder(max_line_chars=max_line_chars)
         self.done = False
         self.finish_reason: str | None = None
+        self.usage: ChatUsage | None = None
         self._calls: dict[int, ToolCall] = {}
 
     @property
@@ -248,6 +270,8 @@ class ChatStreamParser:
             chunk = parse_chunk(event.data)
             if chunk.finish_reason is not None:
                 self.finish_reason = chunk.finish_reason
+            if chunk.usage is not None:
+                self.usage = chunk.usage
             if chunk.content:
                 contents.append(chunk.content)
             if chunk.choices and chunk.choices[0].delta.tool_calls:

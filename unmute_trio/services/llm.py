@@ -39,7 +39,7 @@ from unmute_trio.errors import (
     ServiceTimeout,
 )
 from unmute_trio.protocol.errors import WireFormatError
-from unmute_trio.protocol.openai_chat import ChatStreamParser, ToolCall
+from unmute_trio.protocol.openai_chat import ChatStreamParser, ReplyOutcome
 from unmute_trio.protocol.words import WordChunker
 
 logger = logging.getLogger(__name__)
@@ -178,7 +178,7 @@ class LLMClient:
         tools: list[dict[str, Any]] | None = None,
         tool_choice: str | dict[str, Any] | None = None,
         max_tokens: int | None = None,
-        tool_calls: list[ToolCall] | None = None,
+        outcome: ReplyOutcome | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
         """Stream the reply to ``messages`` as whole words (contract 1.2 re-chunking).
 
@@ -191,8 +191,9 @@ class LLMClient:
         :data:`DRAIN_TIMEOUT_S`) so the connection goes back to the pool.
 
         ``tools``, ``tool_choice`` and ``max_tokens`` go into the request as the chat-completions
-        API has them. The function calls the LLM asks for are appended to ``tool_calls`` once
-        the reply is complete (each with a ``call_id``, made up if the server sent none).
+        API has them. Once the reply is complete, ``outcome`` gets the function calls the LLM
+        asked for (each with a ``call_id``, made up if the server sent none), the finish reason
+        and the token counts if the server reported them.
         """
         options: dict[str, Any] = {}
         if tools:
@@ -209,7 +210,7 @@ class LLMClient:
             nonlocal failure
             try:
                 await self._produce_words(
-                    messages, temperature, options, send_words, reply_complete, tool_calls
+                    messages, temperature, options, send_words, reply_complete, outcome
                 )
             except ServiceError as e:
                 failure = e
@@ -240,7 +241,7 @@ class LLMClient:
         options: dict[str, Any],
         send_words: trio.MemorySendChannel[str],
         reply_complete: trio.Event,
-        tool_calls: list[ToolCall] | None,
+        outcome: ReplyOutcome | None,
     ) -> None:
         num_words_sent = sum(len(str(m.get("content") or "").split()) for m in messages)
         metrics.VLLM_SENT_WORDS.inc(num_words_sent)
@@ -301,10 +302,14 @@ class LLMClient:
                         if data is None:
                             break
                     await emit(chunker.finish())
-                    if tool_calls is not None:
+                    if outcome is not None:
                         for call in parser.tool_calls:
                             call.call_id = call.call_id or f"call_{secrets.token_hex(12)}"
-                            tool_calls.append(call)
+                            outcome.tool_calls.append(call)
+                        outcome.finish_reason = parser.finish_reason
+                        if parser.usage is not None:
+                            outcome.prompt_tokens = parser.usage.prompt_tokens
+                            outcome.completion_tokens = parser.usage.completion_tokens
                     finished_at = trio.current_time()
                     reply_complete.set()
                     send_words.close()  # the consumer may finish while we drain

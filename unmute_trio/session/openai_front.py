@@ -45,6 +45,8 @@ from unmute_trio.conversation.events import (
     SessionFailed,
     SessionUpdated,
     StatusReport,
+    TurnAdded,
+    TurnDeleteRequested,
     TurnOptions,
     TurnOptionsChanged,
     UserSpeechStarted,
@@ -75,6 +77,7 @@ from unmute_trio.protocol.openai_response_config import ResponseConfig, resolve_
 from unmute_trio.protocol.openai_server_events import (
     CancelReason,
     RandomIds,
+    Usage,
     encode_server_event,
 )
 from unmute_trio.protocol.openai_session import (
@@ -126,6 +129,9 @@ class OpenAIFront:
         )
         self._decoder = InputAudioDecoder(self.config.audio.input.format.type)
         self._items: OrderedDict[str, Item] = OrderedDict()
+        # item id → its turn in the core's transcript (for conversation.item.delete)
+        self._keys: dict[str, int] = {}
+        self._adding: str | None = None  # the client's item being added to the transcript
         self._last_item: str | None = None
         self._user_item: str | None = None
         self._samples_in = 0
@@ -184,8 +190,7 @@ class OpenAIFront:
                 else:
                     session.send(self._events.item_retrieved(item))
             case client.ConversationItemDelete():
-                message = "Deleting items is not supported yet; the conversation keeps them."
-                self._error(session, "unsupported_event", message, "item_id", event.event_id)
+                self._delete_item(session, event)
             case client.ConversationItemTruncate():
                 if event.item_id not in self._items and not self._is_response_item(event.item_id):
                     self._unknown_item(session, event.item_id, event.event_id)
@@ -243,6 +248,7 @@ class OpenAIFront:
     def _create_item(self, session: SessionPort, event: client.ConversationItemCreate) -> None:
         given = event.item
         item_id = given.id or self._ids.new_id("item")
+        self._adding = item_id  # TurnAdded, presented during the dispatch, names its turn
         if isinstance(given, UserMessageInput):
             text = " ".join(p.text for p in given.content if isinstance(p, InputTextPart))
             session.dispatch(UserTextAdded(text))
@@ -255,8 +261,30 @@ class OpenAIFront:
         item = item_from_input(given, item_id)
         previous = self._last_item
         self._remember(item)
+        self._adding = None
         session.send(self._events.item_added(item, previous))
         session.send(self._events.item_done(item, previous))
+
+    def _delete_item(self, session: SessionPort, event: client.ConversationItemDelete) -> None:
+        item_id = event.item_id
+        key = self._keys.get(item_id)
+        if key is None:
+            self._unknown_item(session, item_id, event.event_id)
+            return
+        active = self._responses.get(self._active_turn) if self._active_turn is not None else None
+        if item_id == self._user_item or (active is not None and item_id == active.message_id):
+            message = (
+                f"Item '{item_id}' is still in progress; delete it once it is done "
+                "(conversation.item.done or response.done)."
+            )
+            self._error(session, "item_in_progress", message, "item_id", event.event_id)
+            return
+        session.dispatch(TurnDeleteRequested(key))
+        del self._keys[item_id]
+        self._items.pop(item_id, None)
+        if self._last_item == item_id:
+            self._last_item = next(reversed(self._items), None)
+        session.send(self._events.item_deleted(item_id))
 
     async def _create_response(self, session: SessionPort, event: client.ResponseCreate) -> None:
         if self._active_turn is not None:
@@ -305,6 +333,10 @@ class OpenAIFront:
         transcribe = self.config.audio.input.transcription is not None
         vad = self.config.audio.input.turn_detection is not None
         match note:
+            case TurnAdded():
+                if self._adding is not None:
+                    self._name_turn(self._adding, note.key)
+                return []
             case UserSpeechStarted():
                 self._speech_started_ms = self._now_ms()
                 item = self._current_user_item()
@@ -328,6 +360,8 @@ class OpenAIFront:
                 item_id = self._current_user_item()
                 self._user_item = None
                 said = user_audio_message(item_id, note.text.strip())
+                if note.key is not None:
+                    self._name_turn(item_id, note.key)
                 previous = self._last_item
                 self._remember(said)
                 out = [ev.item_done(said, previous)]
@@ -355,7 +389,7 @@ class OpenAIFront:
             case ResponseToolCall():
                 return self._tool_call(note)
             case ResponseFinished():
-                return self._response_ended(note.turn_id, None)
+                return self._response_ended(note.turn_id, None, note)
             case ResponseInterrupted():
                 reason: CancelReason = (
                     "client_cancelled" if note.reason == CANCELLED_BY_CLIENT else "turn_detected"
@@ -388,6 +422,7 @@ class OpenAIFront:
         while len(self._responses) > MAX_RESPONSES:
             self._responses.popitem(last=False)
         self._active_turn = note.turn_id
+        self._name_turn(r.message_id, note.key)
         item = assistant_message(r.message_id, modality, None, "in_progress")
         previous = self._last_item
         self._last_item = r.message_id
@@ -412,6 +447,7 @@ class OpenAIFront:
             id=item_id, call_id=note.call_id, name=note.name, arguments=note.arguments
         )
         r.outputs.append(done)
+        self._name_turn(item_id, note.key)
         previous = self._last_item
         self._remember(done)
         return [
@@ -427,7 +463,12 @@ class OpenAIFront:
             ev.item_done(done, previous),
         ]
 
-    def _response_ended(self, turn_id: int, cancelled: CancelReason | None) -> list[BaseModel]:
+    def _response_ended(
+        self,
+        turn_id: int,
+        cancelled: CancelReason | None,
+        finished: ResponseFinished | None = None,
+    ) -> list[BaseModel]:
         r = self._responses.get(turn_id)
         if r is None:
             return []
@@ -441,8 +482,9 @@ class OpenAIFront:
             out += [ev.audio_done(r.ref), ev.transcript_done(r.ref, text)]
         else:
             out.append(ev.text_done(r.ref, text))
+        truncated = finished is not None and finished.truncated
         status: Literal["completed", "incomplete"] = (
-            "completed" if cancelled is None else "incomplete"
+            "completed" if cancelled is None and not truncated else "incomplete"
         )
         message = assistant_message(r.message_id, r.modality, text, status)
         self._items[r.message_id] = message
@@ -452,8 +494,27 @@ class OpenAIFront:
             ev.item_done(message, None),
         ]
         outputs: list[Item] = [message, *r.outputs]
-        if cancelled is None:
-            out.append(ev.response_done(r.response_id, r.config, "completed", outputs))
+        usage = None
+        if finished is not None and finished.usage is not None:
+            counts = finished.usage
+            usage = Usage(
+                total_tokens=counts.input_tokens + counts.output_tokens,
+                input_tokens=counts.input_tokens,
+                output_tokens=counts.output_tokens,
+            )
+        if truncated:
+            out.append(
+                ev.response_done(
+                    r.response_id,
+                    r.config,
+                    "incomplete",
+                    outputs,
+                    reason="max_output_tokens",
+                    usage=usage,
+                )
+            )
+        elif cancelled is None:
+            out.append(ev.response_done(r.response_id, r.config, "completed", outputs, usage=usage))
         else:
             out.append(
                 ev.response_done(r.response_id, r.config, "cancelled", outputs, reason=cancelled)
@@ -487,7 +548,13 @@ class OpenAIFront:
         self._items[item.id] = item
         self._last_item = item.id
         while len(self._items) > MAX_ITEMS:
-            self._items.popitem(last=False)
+            old, _ = self._items.popitem(last=False)
+            self._keys.pop(old, None)
+
+    def _name_turn(self, item_id: str, key: int) -> None:
+        self._keys[item_id] = key
+        while len(self._keys) > MAX_ITEMS:  # the oldest items cannot be deleted any more
+            del self._keys[next(iter(self._keys))]
 
     def _is_response_item(self, item_id: str) -> bool:
         return any(r.message_id == item_id for r in self._responses.values())

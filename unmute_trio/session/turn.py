@@ -33,12 +33,13 @@ from unmute_trio.conversation.events import (
     LlmWord,
     ServiceRetrying,
     StartTurn,
+    TokenUsage,
     TtsWordSpoken,
     TurnAudioFinished,
 )
 from unmute_trio.errors import ServiceError
 from unmute_trio.protocol.moshi import Audio, TextOut
-from unmute_trio.protocol.openai_chat import ToolCall
+from unmute_trio.protocol.openai_chat import ReplyOutcome
 from unmute_trio.services.discovery import open_service
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.tts import TextToSpeech, connect_tts
@@ -94,14 +95,14 @@ async def _stream_llm(
     host: TurnHost, start: StartTurn, words_send: trio.MemorySendChannel[str] | None
 ) -> None:
     spec = start.spec
-    calls: list[ToolCall] = []
+    outcome = ReplyOutcome()
     stream = host.llm.stream_words(
         start.messages,
         temperature=start.temperature,
         tools=spec.tools,
         tool_choice=spec.tool_choice,
         max_tokens=spec.max_tokens,
-        tool_calls=calls,
+        outcome=outcome,
     )
     try:
         async with stream as words:
@@ -112,9 +113,12 @@ async def _stream_llm(
     finally:
         if words_send is not None:
             await words_send.aclose()  # the TTS gets its Eos once the words are sent
-    for call in calls:
+    for call in outcome.tool_calls:
         host.dispatch(LlmToolCall(start.turn_id, call.call_id, call.name, call.arguments))
-    host.dispatch(LlmDone(start.turn_id))
+    usage = None
+    if outcome.prompt_tokens is not None and outcome.completion_tokens is not None:
+        usage = TokenUsage(outcome.prompt_tokens, outcome.completion_tokens)
+    host.dispatch(LlmDone(start.turn_id, outcome.finish_reason == "length", usage))
 
 
 async def _feed_tts(tts: TextToSpeech, words: trio.MemoryReceiveChannel[str]) -> None:

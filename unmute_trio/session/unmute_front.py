@@ -22,6 +22,7 @@ from unmute_trio.conversation.events import (
     SessionFailed,
     SessionUpdated,
     StatusReport,
+    TurnAdded,
     UserSpeechStarted,
     UserSpeechStopped,
     UserTranscriptDelta,
@@ -76,7 +77,7 @@ def present(note: Note) -> list[BaseModel]:
             return [browser.make_error("warning", note.message)]
         case SessionFailed():
             return [browser.make_error("fatal", note.message)]
-        case UserTurnEnded() | ResponseToolCall():
+        case UserTurnEnded() | ResponseToolCall() | TurnAdded():
             return []  # the dialect has no such event (and Unmute clients declare no tools)
 
 

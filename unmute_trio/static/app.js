@@ -15,6 +15,7 @@ const BASE_URL = new URL(".", window.location.href).href;
 const HEALTH_RECHECK_MS = 15000;
 const ERROR_SHOWN_MS = 15000;
 const CONSENT_KEY = "recordingConsent"; // the Unmute frontend's localStorage key
+const API_KEY_KEY = "unmuteTrioApiKey"; // kept in this browser only, sent as a subprotocol
 
 const $ = (selector) => document.querySelector(selector);
 
@@ -103,6 +104,7 @@ async function checkHealth() {
     item.title = up ? "up" : "down";
   }
   $("#voice-upload").hidden = health.voice_cloning_up !== true;
+  $("#api-key-row").hidden = health.api_key_required !== true;
   showEngines(health.engines ?? {});
   if (!state.healthOk) {
     const down = ["stt_up", "llm_up", "tts_up"].filter((k) => health[k] !== true);
@@ -284,7 +286,7 @@ async function connect() {
       setStatus("Connected. Speak!");
     },
     closed: ({ code, reason }) => onClosed(session, code, reason),
-  });
+  }, stats.health?.api_key_required ? $("#api-key").value.trim() : "");
   state.session = session;
   state.meterFrame = requestAnimationFrame(refreshMeters);
   try {
@@ -303,7 +305,12 @@ function onClosed(session, code, reason) {
   const expected = state.userStopped || code === 1000;
   const gotError = (stats.events.error ?? 0) > state.errorEventsBefore;
   if (!expected && !gotError) {
-    showError(`The connection closed (${code}${reason ? `: ${reason}` : ""}).`);
+    // A refused key is an HTTP 401 before the upgrade, which a browser reports as 1006.
+    const keyHint =
+      code === 1006 && stats.health?.api_key_required && stats.state === "connecting"
+        ? " Check the API key."
+        : "";
+    showError(`The connection closed (${code}${reason ? `: ${reason}` : ""}).${keyHint}`);
   }
   finish(code === 1000 && !state.userStopped ? "The conversation ended." : "Disconnected.");
 }
@@ -332,6 +339,9 @@ function init() {
     localStorage.setItem(CONSENT_KEY, String(consent.checked));
     configChanged();
   });
+  const apiKey = $("#api-key");
+  apiKey.value = localStorage.getItem(API_KEY_KEY) ?? "";
+  apiKey.addEventListener("change", () => localStorage.setItem(API_KEY_KEY, apiKey.value.trim()));
   let typing = 0;
   $("#instructions").addEventListener("input", () => {
     clearTimeout(typing);

@@ -33,8 +33,9 @@ export class ConversationSession {
    * @param {object} config the `session` of session.update
    * @param {object} on handlers: event(e), stats(s), error(message), open(), closed({code, reason})
    */
-  constructor(baseUrl, config, on) {
+  constructor(baseUrl, config, on, apiKey = "") {
     this.baseUrl = baseUrl;
+    this.apiKey = apiKey;
     this.config = config;
     this.on = on;
     this.stopped = false;
@@ -98,7 +99,20 @@ export class ConversationSession {
       this._release();
       return;
     }
-    const ws = new WebSocket(realtimeUrl(this.baseUrl), ["realtime"]);
+    // A browser cannot set headers on a WebSocket: the key travels as a subprotocol, the form
+    // OpenAI's browser clients use (the server still answers with "realtime").
+    const protocols = ["realtime"];
+    if (this.apiKey) protocols.push(`openai-insecure-api-key.${this.apiKey}`);
+    let ws;
+    try {
+      ws = new WebSocket(realtimeUrl(this.baseUrl), protocols);
+    } catch (error) {
+      this._release();
+      if (error.name === "SyntaxError" && this.apiKey) {
+        throw new Error("The API key has characters a browser cannot send; check it.");
+      }
+      throw error;
+    }
     this.ws = ws;
     ws.onopen = () => {
       if (this.stopped) return;

@@ -4,8 +4,9 @@
 - ``POST /v1/chat/completions`` with ``"stream": true`` → ``text/event-stream`` shaped like
   vLLM's and OpenRouter's: a ``:`` comment line at once (OpenRouter-style keep-alive), then after
   ``ttft_s`` a role-only chunk, content chunks at ``tokens_per_s`` (3-character pieces, so words
-  are split across chunks), a chunk with ``finish_reason: "stop"``, a ``usage`` chunk with empty
-  ``choices``, and ``data: [DONE]``.
+  are split across chunks), a chunk with ``finish_reason: "stop"`` (``"length"`` when
+  ``max_tokens`` cut the reply; a token is a 3-character piece), a ``usage`` chunk with empty
+  ``choices`` (prompt tokens counted the same way), and ``data: [DONE]``.
 - ``"stream": false`` (or absent) gets a minimal ``chat.completion`` object after ``ttft_s``, so
   ad-hoc ``curl`` checks work; Unmute itself only streams.
 - ``GET /health`` → 200 (vLLM has it).
@@ -194,7 +195,11 @@ class LlmSimulator(ServedSimulator):
                 "Content-Type": "text/event-stream; charset=utf-8",
                 "Cache-Control": "no-cache",
             }
-            return Response(self._stream(body["model"], completion_id, reply), headers=headers)
+            prompt_tokens = sum(len(split_tokens(m.get("content") or "")) for m in body["messages"])
+            stream = self._stream(
+                body["model"], completion_id, reply, prompt_tokens, body.get("max_tokens")
+            )
+            return Response(stream, headers=headers)
 
         return app
 
@@ -232,7 +237,14 @@ class LlmSimulator(ServedSimulator):
         }
         return Response(json.dumps(body), content_type="application/json")
 
-    async def _stream(self, model: str, completion_id: str, reply: str) -> AsyncIterator[str]:
+    async def _stream(
+        self,
+        model: str,
+        completion_id: str,
+        reply: str,
+        prompt_tokens: int,
+        max_tokens: int | None,
+    ) -> AsyncIterator[str]:
         # Quart iterates this in the request's nursery; a client disconnect cancels it there.
         self.open_connections += 1
         try:
@@ -262,14 +274,18 @@ class LlmSimulator(ServedSimulator):
             await trio.sleep(self.config.ttft_s)
             yield chunk([choice({"role": "assistant"})])
             tokens = split_tokens(reply)
+            finish = "stop"
+            if isinstance(max_tokens, int) and 0 < max_tokens < len(tokens):
+                tokens, finish = tokens[:max_tokens], "length"
             gap_s = 0.0 if math.isinf(self.config.tokens_per_s) else 1 / self.config.tokens_per_s
             for i, token in enumerate(tokens):
                 if i > 0 and gap_s > 0:
                     await trio.sleep(gap_s)
                 yield chunk([choice({"content": token})])
-            yield chunk([choice({}, "stop")])
+            yield chunk([choice({}, finish)])
             n = len(tokens)
-            yield chunk([], usage={"prompt_tokens": 0, "completion_tokens": n, "total_tokens": n})
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n}
+            yield chunk([], usage={**usage, "total_tokens": prompt_tokens + n})
             yield "data: [DONE]\n\n"
         finally:
             self.open_connections -= 1

@@ -48,12 +48,13 @@ def install_routes(app: Quart) -> None:
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/health")
-    async def health() -> dict[str, bool]:
+    async def health() -> dict[str, object]:
         st = state()
         assert st.health is not None
         result = await st.health.check()
         metrics.HEALTH_OK.observe(1.0 if result.ok else 0.0)
-        return result.as_json()
+        # The built-in page shows its API key field only when a key is needed.
+        return {**result.as_json(), "api_key_required": bool(st.settings.api_keys)}
 
     @app.get("/v1/voices")
     async def list_voices() -> Response:
