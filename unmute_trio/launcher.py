@@ -265,6 +265,18 @@ async def warm_llm(url: str, model: str) -> None:
     print(f"  LLM prompt cache warmed in {time.monotonic() - started:.1f} s", flush=True)
 
 
+async def _warm_then_set(url: str, model: str, warmed: trio.Event) -> None:
+    try:
+        await warm_llm(url, model)
+    finally:
+        warmed.set()
+
+
+async def _say_when_warm(warmed: trio.Event) -> None:
+    await warmed.wait()
+    print("The LLM is ready: answers now start about 2 s after you stop talking.", flush=True)
+
+
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:
     first: BaseException = group
     while isinstance(first, BaseExceptionGroup):
@@ -399,19 +411,38 @@ async def _up(args: argparse.Namespace) -> int:
                 nursery.start_soon(_cancel_on_signal, signals, running)
                 # The engines load their models while the LLM starts: on 2 cores that overlaps
                 # single-threaded loading with the LLM's start instead of queueing them.
+                warmed = trio.Event()
+
+                async def ready_then_warm(child: Child, url: str, what: str) -> None:
+                    # The prompt-cache warm-up starts as soon as the LLM answers, in the
+                    # background: it takes seconds, overlaps the engines' loading and the
+                    # server's start, and a first session meanwhile waits inside llama-server.
+                    await wait_ready(child, url, what)
+                    nursery.start_soon(_warm_then_set, choices["llm"].url, model.stem, warmed)
+
                 async with trio.open_nursery() as starting:
                     for child, url, what in children:
                         print(f"Starting {what}...", flush=True)
                         await nursery.start(child.run)
-                        starting.start_soon(wait_ready, child, url, what)
-                if choices["llm"].source == "local":
-                    # In the background: it takes seconds, and the user still has to open the
-                    # page; a first session meanwhile waits for it inside llama-server.
-                    nursery.start_soon(warm_llm, choices["llm"].url, model.stem)
+                        local_llm = child.label == "llm"
+                        starting.start_soon(
+                            ready_then_warm if local_llm else wait_ready, child, url, what
+                        )
+                if choices["llm"].source != "local":
+                    warmed.set()
                 print("Starting the server...", flush=True)
                 await nursery.start(server.run)
                 await wait_ready(server, f"{page}/v1/health", "server")
-                print(f"\nOpen {page} and talk. Ctrl-C stops everything.\n", flush=True)
+                if warmed.is_set():
+                    print(f"\nOpen {page} and talk. Ctrl-C stops everything.\n", flush=True)
+                else:
+                    print(
+                        f"\nOpen {page} and talk. Ctrl-C stops everything.\n(The LLM is still"
+                        " reading its instructions: the first answer can take several seconds"
+                        " more; a line says when it is done.)\n",
+                        flush=True,
+                    )
+                    nursery.start_soon(_say_when_warm, warmed)
                 failed = await _first_exit(everyone)
             # Stopping in order: the server drains its sessions, then the engines go.
             server.scope.cancel()
