@@ -205,6 +205,7 @@ async def test_spoken_conversation_with_a_tool_call() -> None:
         assert kind in spoken, (kind, spoken)
     assert (
         spoken.index("input_audio_buffer.speech_started")
+        < spoken.index("conversation.item.input_audio_transcription.delta")
         < spoken.index("input_audio_buffer.committed")
         < spoken.index("response.created")
     )

@@ -254,10 +254,13 @@ def failure_kind(error: ServiceError) -> FailureKind:
 @dataclass(frozen=True)
 class UserTranscriptDelta:
     """A word of the user's speech as the STT transcribed it (sent as it arrives, before the
-    turn is decided; ``start_time`` is on the STT's clock)."""
+    turn is decided; ``start_time`` is on the STT's clock). ``opens_turn``: this is the first
+    word of a user turn, and a ``UserSpeechStarted`` follows it (the Unmute dialect reports the
+    word first, as the original does; the OpenAI protocol starts the speech first)."""
 
     text: str
     start_time: float
+    opens_turn: bool = False
 
 
 @dataclass(frozen=True)

@@ -316,7 +316,16 @@ class ConversationMachine:
         return []
 
     def _on_stt_word(self, event: SttWord) -> list[Action]:
-        actions: list[Action] = [Notify(UserTranscriptDelta(event.text, event.start_time))]
+        actions = self._on_stt_word_heard(event)
+        opens = any(
+            isinstance(a, Notify) and isinstance(a.note, UserSpeechStarted) for a in actions
+        )
+        delta = UserTranscriptDelta(event.text, event.start_time, opens_turn=opens)
+        return [Notify(delta), *actions]
+
+    def _on_stt_word_heard(self, event: SttWord) -> list[Action]:
+        """What a word does besides being reported (the delta, which comes first)."""
+        actions: list[Action] = []
         if not event.text.strip():
             # The STT sends an empty word at its start; it must not open a user turn (a
             # turn with no speech could be ended by the next high pause prediction).

@@ -338,13 +338,18 @@ class OpenAIFront:
                     self._name_turn(self._adding, note.key)
                 return []
             case UserSpeechStarted():
-                self._speech_started_ms = self._now_ms()
-                item = self._current_user_item()
-                return [ev.speech_started(self._speech_started_ms, item)] if vad else []
+                return []  # announced with the turn's first word (below)
             case UserTranscriptDelta():
-                if not note.text.strip() or not transcribe:
-                    return []
-                return [ev.transcription_delta(self._current_user_item(), note.text)]
+                out = []
+                if note.opens_turn:
+                    # Speech starts before its first word is transcribed: the GA order.
+                    self._speech_started_ms = self._now_ms()
+                    item = self._current_user_item()
+                    if vad:
+                        out.append(ev.speech_started(self._speech_started_ms, item))
+                if note.text.strip() and transcribe:
+                    out.append(ev.transcription_delta(self._current_user_item(), note.text))
+                return out
             case UserSpeechStopped():
                 item = self._current_user_item()
                 out: list[BaseModel] = []
