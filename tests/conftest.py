@@ -16,9 +16,10 @@ from quart import request
 from quart_trio import QuartTrio
 
 from unmute_trio.settings import Settings
+from unmute_trio.testing.protocol_only import protocol_only_session
 from unmute_trio.testing.server import serve_app
 from unmute_trio.web.app import create_app
-from unmute_trio.web.realtime import MAX_CLIENT_FRAME_BYTES, protocol_only_session
+from unmute_trio.web.realtime import MAX_CLIENT_FRAME_BYTES
 from unmute_trio.web.state import AppState
 
 

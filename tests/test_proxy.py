@@ -18,10 +18,10 @@ from trio_websocket import open_websocket_url
 from tests.conftest import replace
 from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.settings import Settings, SettingsError
+from unmute_trio.testing.protocol_only import protocol_only_session
 from unmute_trio.testing.server import serve_app
 from unmute_trio.web.app import create_app
 from unmute_trio.web.proxy import rewrite_scope
-from unmute_trio.web.realtime import protocol_only_session
 from unmute_trio.web.state import AppState, RealtimeSocket
 
 SESSION_UPDATE = {

@@ -20,23 +20,22 @@ output's tail is printed); exit 1. Restarting it silently would hide a broken in
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import trio
 
+from unmute_trio.exception_groups import first_leaf
 from unmute_trio.settings import ws_to_http
+from unmute_trio.supervisor import Child, ChildFailed
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,8 +43,6 @@ log = logging.getLogger("unmute_trio.launcher")
 
 LLM_SCRIPT = REPO_ROOT / "scripts" / "local-llm.sh"
 READY_TIMEOUT_S = 180.0  # model loading on a slow, busy machine
-STOP_GRACE_S = 15.0  # the server's drain (10 s by default) must fit
-TAIL_LINES = 20  # a dead child's last lines, kept to explain its death
 # Default reply limit of the local LLM (-n), for replies that set no max_tokens.
 LLM_MAX_REPLY_TOKENS = 512
 # The LLM yields the CPU to the speech engines and the server (docs/local-engines.md).
@@ -103,123 +100,6 @@ async def choose_services(env: dict[str, str], ports: dict[str, int]) -> dict[st
     return choices
 
 
-# ---------------------------------------------------------------- children
-
-
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)  # Linux: prctl; elsewhere the call is skipped
-
-
-def _child_setup(niceness: int) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec
-        # SIGTERM when the thread that forked us ends: children are started from the
-        # launcher's main (trio) thread, which lives as long as the launcher, so an engine
-        # never outlives a launcher that was killed outright.
-        with contextlib.suppress(AttributeError, OSError):
-            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if niceness:
-            os.nice(niceness)
-
-    return setup
-
-
-@dataclass(eq=False)
-class Child:
-    """One supervised child process.
-
-    Started with :class:`subprocess.Popen` on the trio thread, not with ``trio.run_process``:
-    trio forks from a worker thread, and the parent-death signal above fires when *that* thread
-    ends (after ~10 s idle). Forking costs a few milliseconds, once per child.
-    """
-
-    label: str
-    command: list[str]
-    niceness: int = 0
-    env: dict[str, str] | None = None
-    echo: bool = True  # print its output lines (prefixed); always kept for the tail
-    # SIGTERM → SIGKILL delay. llama-server busy with a long prompt ignores SIGTERM until it is
-    # done (seconds), and has nothing to save: it gets a short one.
-    stop_grace_s: float = STOP_GRACE_S
-    popen: subprocess.Popen[bytes] | None = None
-    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    exited: trio.Event = field(default_factory=trio.Event)
-    returncode: int | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return None if self.popen is None else self.popen.pid
-
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.popen = subprocess.Popen(  # noqa: ASYNC220 - on purpose, see the class docstring
-            self.command,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-            start_new_session=True,  # a terminal's Ctrl-C reaches only the launcher
-            preexec_fn=_child_setup(self.niceness),
-        )
-        assert self.popen.stdout is not None
-        output = trio.lowlevel.FdStream(os.dup(self.popen.stdout.fileno()))
-        self.popen.stdout.close()
-        task_status.started()
-        try:
-            with self.scope:
-                async with output:
-                    await self._relay_output(output)
-                await self._wait()
-        finally:
-            with trio.CancelScope(shield=True):
-                await self._stop()
-            self.returncode = self.popen.returncode
-            self.exited.set()
-
-    async def _wait(self) -> None:
-        """Until the child has exited (and is reaped)."""
-        assert self.popen is not None
-        if self.popen.poll() is not None:
-            return
-        try:
-            pidfd = os.pidfd_open(self.popen.pid)  # Linux ≥ 5.3: readable once it exits
-        except (AttributeError, OSError):
-            pidfd = None
-        try:
-            while self.popen.poll() is None:
-                if pidfd is None:
-                    await trio.sleep(0.05)
-                else:
-                    await trio.lowlevel.wait_readable(pidfd)
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
-
-    async def _stop(self) -> None:
-        """SIGTERM, then SIGKILL after ``stop_grace_s``; returns once it has exited."""
-        assert self.popen is not None
-        if self.popen.poll() is not None:
-            return
-        self.popen.terminate()
-        with trio.move_on_after(self.stop_grace_s):
-            await self._wait()
-            return
-        self.popen.kill()
-        await trio.to_thread.run_sync(self.popen.wait)
-
-    async def _relay_output(self, output: trio.lowlevel.FdStream) -> None:
-        pending = b""
-        while chunk := await output.receive_some(65536):
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for raw in lines:
-                line = raw.decode("utf-8", "replace").rstrip()
-                self.tail.append(line)
-                if self.echo:
-                    print(f"[{self.label}] {line}", flush=True)
-            if len(pending) > 65536:  # a very long line: keep memory bounded
-                pending = pending[-65536:]
-
-
 async def wait_ready(child: Child, url: str, what: str) -> None:
     """Poll ``url`` until it answers 200; progress every 5 s; fail if the child exits."""
     started = time.monotonic()
@@ -275,19 +155,6 @@ async def _warm_then_set(url: str, model: str, warmed: trio.Event) -> None:
 async def _say_when_warm(warmed: trio.Event) -> None:
     await warmed.wait()
     print("The LLM is ready: answers now start about 2 s after you stop talking.", flush=True)
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return first
-
-
-class ChildFailed(Exception):
-    def __init__(self, child: Child, why: str) -> None:
-        super().__init__(f"{child.label} {why}")
-        self.child = child
 
 
 # ---------------------------------------------------------------- the stack
@@ -352,7 +219,7 @@ def run_up_command(args: argparse.Namespace) -> int:
         try:
             return trio.run(_up, args)
         except BaseExceptionGroup as group:  # a child failed while the nursery was starting
-            raise _first_leaf(group) from None
+            raise first_leaf(group) from None
     except ChildFailed as e:
         print(f"\nunmute-trio up: {e}; stopping everything.", file=sys.stderr)
         if e.child.tail:

@@ -12,9 +12,13 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 # The repository root holds voices.yaml; an editable install (``make run``) finds it here.
+# Which forwarding headers a trusted proxy sets (docs/deployment.md).
+ProxyMode = Literal["x-forwarded", "forwarded"]
+
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -72,7 +76,7 @@ class Settings:
     log_level: str = "INFO"
     # Behind reverse proxies (web/proxy.py): how many to trust, and which headers they write.
     trusted_proxy_hops: int = 0
-    proxy_headers: str = "x-forwarded"
+    proxy_headers: ProxyMode = "x-forwarded"
     # Graceful shutdown (web/drain.py): how long a running bot reply may go on after SIGTERM.
     drain_timeout_s: float = 10.0
 
@@ -207,8 +211,10 @@ def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def _proxy_headers(env: Mapping[str, str], name: str, default: str) -> str:
+def _proxy_headers(env: Mapping[str, str], name: str, default: ProxyMode) -> ProxyMode:
     raw = (_optional(env, name) or default).lower()
-    if raw not in ("x-forwarded", "forwarded"):
-        raise SettingsError(name, f"{raw!r} is not one of x-forwarded, forwarded")
-    return raw
+    modes: tuple[ProxyMode, ...] = ("x-forwarded", "forwarded")
+    for mode in modes:
+        if raw == mode:
+            return mode
+    raise SettingsError(name, f"{raw!r} is not one of x-forwarded, forwarded")

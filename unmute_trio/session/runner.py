@@ -54,20 +54,22 @@ from unmute_trio.conversation.events import (
 )
 from unmute_trio.conversation.machine import ConversationMachine
 from unmute_trio.errors import ServiceAtCapacity, ServiceError, ServiceTimeout
+from unmute_trio.exception_groups import first_leaf
 from unmute_trio.protocol import browser, moshi
+from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.protocol.instructions import Instructions
 from unmute_trio.services.discovery import open_service
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.stt import SpeechToText, connect_stt
+from unmute_trio.session.context import RealtimeSocket, SessionContext
+from unmute_trio.session.drain import CLOSE_REASON, RunningCount
 from unmute_trio.session.front import ClientFront
 from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.recorder import Recorder
 from unmute_trio.session.turn import run_turn
 from unmute_trio.session.unmute_front import UnmuteFront
 from unmute_trio.session.writer import ClientTooSlow, ClientWriter
-from unmute_trio.web.drain import CLOSE_GOING_AWAY, CLOSE_REASON, RunningCount
-from unmute_trio.web.state import AppState, RealtimeSocket
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,6 @@ log = logging.getLogger(__name__)
 STT_QUEUE = 64
 # After this long without client audio, one silent frame keeps the STT stream open.
 STT_KEEPALIVE_S = 10.0
-CLOSE_NORMAL = 1000
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_INTERNAL_ERROR = 1011
 # Model auto-detection is one request, cached for the process; a session start does not wait
 # longer than this for it (the prompt then names the model generically).
 MODEL_NAME_WAIT_S = 1.0
@@ -87,13 +86,13 @@ INTERNAL_ERROR_MESSAGE = "Something went wrong on the server. Please try again l
 
 
 async def run_conversation(
-    socket: RealtimeSocket, state: AppState, dialect: Dialect = "unmute"
+    socket: RealtimeSocket, state: SessionContext, dialect: Dialect = "unmute"
 ) -> None:
     """The :data:`~unmute_trio.web.state.SessionRunner` of the real conversation engine."""
     await Session(socket, state, make_front(dialect, state, socket)).run()
 
 
-def make_front(dialect: Dialect, state: AppState, socket: RealtimeSocket) -> ClientFront:
+def make_front(dialect: Dialect, state: SessionContext, socket: RealtimeSocket) -> ClientFront:
     if dialect == "openai":
         # The query (its ``model``) is reported back in session.created; sockets built by
         # tests may have none.
@@ -103,7 +102,7 @@ def make_front(dialect: Dialect, state: AppState, socket: RealtimeSocket) -> Cli
 
 class Session:
     def __init__(
-        self, socket: RealtimeSocket, state: AppState, front: ClientFront | None = None
+        self, socket: RealtimeSocket, state: SessionContext, front: ClientFront | None = None
     ) -> None:
         assert state.llm is not None, "the app's before_serving hook creates the LLM client"
         self.settings = state.settings
@@ -158,13 +157,13 @@ class Session:
             if too_slow is not None:
                 # The client is not reading: nothing more can be sent, only closed.
                 log.warning("closing a session whose client stopped reading: %s", too_slow)
-                await self._socket.close(CLOSE_POLICY_VIOLATION, "client too slow")
+                await self._socket.close(CloseCode.POLICY_VIOLATION, "client too slow")
                 return
             log.error("session failed unexpectedly", exc_info=others)
             metrics.HARD_ERRORS.inc()
             error = self.front.fatal(INTERNAL_ERROR_MESSAGE)
             await self._socket.send(self.front.encode(error))
-            await self._socket.close(CLOSE_INTERNAL_ERROR, "internal error")
+            await self._socket.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _write_then_end(self, session_scope: trio.CancelScope) -> None:
         code, reason = await self.writer.run()
@@ -192,7 +191,7 @@ class Session:
                     nursery.start_soon(self._stt_sender, stt)
                     nursery.start_soon(self._stt_receiver, stt)
         except* ServiceError as group:
-            self._service_failed(_first_leaf(group), turn_id=None)
+            self._service_failed(first_leaf(group), turn_id=None)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -242,7 +241,7 @@ class Session:
             if self.recorder is not None and not action.enabled:
                 self.recorder.delete()
         elif isinstance(action, CloseSession):
-            if action.code != CLOSE_NORMAL:
+            if action.code != CloseCode.NORMAL:
                 # A failure: whatever the running turns still queue must not follow the error.
                 self._cancelled_turns.update(self._turn_scopes)
             for scope in self._turn_scopes.values():
@@ -264,7 +263,7 @@ class Session:
         with trio.move_on_at(drain.deadline):
             await self._running_turns.wait_idle()
         self.writer.send_event(self.front.fatal(drain.goodbye_message, drain.error_code))
-        self.writer.close(CLOSE_GOING_AWAY, CLOSE_REASON)
+        self.writer.close(CloseCode.GOING_AWAY, CLOSE_REASON)
 
     def _service_failed(self, error: ServiceError, *, turn_id: int | None) -> None:
         log.warning("service failure (turn %s): %r", turn_id, error)
@@ -285,7 +284,7 @@ class Session:
                 await run_turn(self, start)
             except* ServiceError as group:
                 # Nested nurseries wrap it; several (LLM and TTS) count as one failure.
-                self._service_failed(_first_leaf(group), turn_id=start.turn_id)
+                self._service_failed(first_leaf(group), turn_id=start.turn_id)
             finally:
                 del self._turn_scopes[start.turn_id]
                 self._running_turns.finished()
@@ -375,12 +374,6 @@ class Session:
     def _sent(self, event: BaseModel) -> None:
         if self.recorder is not None:
             self.recorder.record("server", event)
-
-
-def _first_leaf(group: BaseExceptionGroup[ServiceError]) -> ServiceError:
-    """The first ServiceError of a (possibly nested) group, as ``except*`` delivers them."""
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _announces_turn(action: Action) -> bool:

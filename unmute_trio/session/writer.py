@@ -24,8 +24,8 @@ import numpy as np
 import trio
 from pydantic import BaseModel
 
+from unmute_trio.session.context import RealtimeSocket
 from unmute_trio.session.front import ClientFront
-from unmute_trio.web.state import RealtimeSocket
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 import httpx
 import trio
@@ -19,7 +20,7 @@ from unmute_trio.voices import VoiceSample, load_voices
 from unmute_trio.web import hypercorn_fixes
 from unmute_trio.web.cors import install_cors
 from unmute_trio.web.drain import Drain, install_drain
-from unmute_trio.web.proxy import ProxyHeadersMiddleware
+from unmute_trio.web.proxy import ASGIApp, ProxyHeadersMiddleware
 from unmute_trio.web.realtime import install_realtime
 from unmute_trio.web.routes import install_routes
 from unmute_trio.web.state import AppState, SessionRunner
@@ -105,9 +106,10 @@ def create_app(
     install_drain(app, st.drain)
     # Forwarding headers and path prefixes (docs/deployment.md); wrapping asgi_app keeps `app`
     # a QuartTrio for hypercorn and the tests.
-    app.asgi_app = ProxyHeadersMiddleware(  # type: ignore[method-assign]
-        app.asgi_app,
+    # Quart types asgi_app with hypercorn's scope TypedDicts; the middleware is a plain ASGI app.
+    app.asgi_app = ProxyHeadersMiddleware(  # type: ignore[method-assign, assignment]
+        cast(ASGIApp, app.asgi_app),
         trusted_hops=settings.trusted_proxy_hops,
-        mode=settings.proxy_headers,  # type: ignore[arg-type]
+        mode=settings.proxy_headers,
     )
     return app

@@ -27,9 +27,10 @@ front of the path, since Quart answers 404 to a path outside its root path.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Literal
+from typing import Any
 
-ProxyMode = Literal["x-forwarded", "forwarded"]
+from unmute_trio.settings import ProxyMode
+
 PROXY_MODES: tuple[ProxyMode, ...] = ("x-forwarded", "forwarded")
 
 Scope = MutableMapping[str, Any]

@@ -20,25 +20,16 @@ import trio
 from quart import Quart, Response, websocket
 
 from unmute_trio import metrics
-from unmute_trio.protocol.browser import (
-    InputAudioBufferAppend,
-    SessionUpdate,
-    SessionUpdated,
-    encode_event,
-    invalid_request_error,
-    parse_client_event,
-)
+from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.protocol.dialects import (
     UNMUTE_SUBPROTOCOL,
     Dialect,
     UnknownDialect,
     choose_dialect,
 )
-from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.session.runner import make_front
 from unmute_trio.web.auth import is_allowed, presented_keys
 from unmute_trio.web.routes import state
-from unmute_trio.web.state import AppState, RealtimeSocket
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +37,6 @@ log = logging.getLogger(__name__)
 # One 40 ms Ogg page is a few hundred bytes of base64, so 1 MiB is generous while bounding what
 # a single frame can make the server buffer. hypercorn.toml sets the same value.
 MAX_CLIENT_FRAME_BYTES = 1024 * 1024
-CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class QuartRealtimeSocket:
@@ -99,7 +89,7 @@ def install_realtime(app: Quart) -> None:
             log.info("refusing a session: the server is draining")
             refusal = front.fatal(st.drain.refusal_message, st.drain.error_code)
             await socket.send(front.encode(refusal))
-            await socket.close(CLOSE_TRY_AGAIN_LATER, "server shutting down")
+            await socket.close(CloseCode.TRY_AGAIN_LATER, "server shutting down")
             return
         if st.active_sessions >= st.settings.max_sessions:
             log.warning("refusing a session: %d sessions already open", st.active_sessions)
@@ -108,7 +98,7 @@ def install_realtime(app: Quart) -> None:
                 "conversations. Please try again later."
             )
             await socket.send(front.encode(front.fatal(message, "server_full")))
-            await socket.close(CLOSE_TRY_AGAIN_LATER, "server full")
+            await socket.close(CloseCode.TRY_AGAIN_LATER, "server full")
             return
         st.active_sessions += 1
         metrics.SESSIONS.inc()
@@ -121,25 +111,3 @@ def install_realtime(app: Quart) -> None:
             st.active_sessions -= 1
             metrics.ACTIVE_SESSIONS.dec()
             metrics.SESSION_DURATION.observe(trio.current_time() - started)
-
-
-async def protocol_only_session(
-    socket: RealtimeSocket, st: AppState, dialect: Dialect = "unmute"
-) -> None:
-    """A session that speaks the browser protocol but holds no conversation.
-
-    It validates every frame (invalid JSON or events get an ``invalid_request_error`` and the
-    session continues) and answers ``session.update`` with ``session.updated``. Audio is
-    validated and dropped. The conversation engine replaces this runner; it stays useful for
-    protocol tests and as the smallest example of a :data:`SessionRunner`.
-    """
-    while True:
-        try:
-            event = parse_client_event(await socket.receive())
-        except WireFormatError as e:
-            await socket.send(encode_event(invalid_request_error(e)))
-            continue
-        if isinstance(event, SessionUpdate):
-            await socket.send(encode_event(SessionUpdated(session=event.session)))
-        elif isinstance(event, InputAudioBufferAppend):
-            pass

@@ -7,7 +7,7 @@ import os
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
-from quart import Quart, Response, current_app, request
+from quart import Quart, Response, current_app, jsonify, request
 
 from unmute_trio import metrics
 from unmute_trio.errors import ServiceError, ServiceProtocolError
@@ -58,7 +58,7 @@ def install_routes(app: Quart) -> None:
 
     @app.get("/v1/voices")
     async def list_voices() -> Response:
-        return current_app.json.response(public_voices(state().voices))
+        return jsonify(public_voices(state().voices))
 
     @app.post("/v1/voices")
     async def upload_voice() -> tuple[dict[str, str], int] | dict[str, str]:

@@ -3,43 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 import httpx
 
-from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.services.news import NewsClient
+from unmute_trio.session.context import RealtimeSocket, SessionContext, SessionRunner
+from unmute_trio.session.drain import Drain
 from unmute_trio.settings import Settings
 from unmute_trio.voice_store import VoiceStore
 from unmute_trio.voices import VoiceSample
-from unmute_trio.web.drain import Drain
 
-
-class RealtimeSocket(Protocol):
-    """The client WebSocket as the session engine sees it (one per session).
-
-    ``receive`` returns a text frame as ``str`` and a binary frame as ``bytes``; when the client
-    goes away the calling task is cancelled (that is how Quart-Trio reports a disconnect).
-    """
-
-    async def receive(self) -> str | bytes: ...
-
-    async def send(self, text: str) -> None: ...
-
-    async def close(self, code: int, reason: str = "") -> None: ...
-
-
-# The session engine: runs one accepted session to its end. The seam between the web layer and
-# the conversation engine; tests and later issues plug different runners in here.
-# The third argument is the protocol the client speaks (protocol/dialects.py).
-SessionRunner = Callable[[RealtimeSocket, "AppState", Dialect], Awaitable[None]]
+__all__ = ["AppState", "RealtimeSocket", "SessionContext", "SessionRunner"]
 
 
 @dataclasses.dataclass
 class AppState:
+    """The process-wide state; a session sees it as a ``SessionContext``."""
+
     settings: Settings
     voices: list[VoiceSample]
     voice_store: VoiceStore
