@@ -44,13 +44,15 @@ engines: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy unmute_trio
 
-## Install everything the tests need (Debian packages, the local LLM), run ruff and pytest.
+## Install everything the tests need (Debian packages, the local LLM), run ruff, mypy and pytest.
 test: $(STAMP)
 	bash scripts/test-deps.sh
 	PYTHON=$(BIN)/python bash scripts/local-llm.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy unmute_trio
 	UNMUTE_REQUIRE_LOCAL_ENGINES=1 $(BIN)/python -m pytest
 
 clean:

@@ -100,7 +100,7 @@ async def _serve(app: Any, config: object) -> None:
 
     # SIGTERM/SIGINT drain the sessions first (web/drain.py); then hypercorn stops.
     trigger = functools.partial(drain_on_signals, app.extensions["unmute"].drain)
-    await serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]
+    await serve(app, config, shutdown_trigger=trigger)  # type: ignore[arg-type]  # hypercorn types the app as its own ASGI framework union
 
 
 # ------------------------------------------------------------------ sim

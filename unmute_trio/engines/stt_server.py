@@ -213,9 +213,9 @@ class _SttStream:
         async with self._send_lock:
             for msg in self._transcriber.drain():
                 if msg.type == "Word":
-                    self._record.words_sent.append(msg.text)  # type: ignore[union-attr]
+                    self._record.words_sent.append(msg.text)
                 elif msg.type == "Marker":
-                    self._record.markers_echoed.append(msg.id)  # type: ignore[union-attr]
+                    self._record.markers_echoed.append(msg.id)
                 await websocket.send(encode(msg))
 
 

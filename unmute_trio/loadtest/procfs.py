@@ -28,7 +28,7 @@ def machine() -> dict[str, object]:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
-    mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    mem_kb = _kib_field(Path("/proc/meminfo").read_text(), "MemTotal")
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
@@ -46,7 +46,15 @@ def cpu_seconds(pid: int) -> float:
 
 def rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+    return _kib_field(status, "VmRSS") / 1024
+
+
+def _kib_field(text: str, name: str) -> int:
+    """The value of a ``Name:   1234 kB`` line of /proc/meminfo or /proc/<pid>/status."""
+    match = re.search(rf"{name}:\s+(\d+)", text)
+    if match is None:
+        raise ValueError(f"no {name} line in /proc")  # e.g. VmRSS of a zombie process
+    return int(match.group(1))
 
 
 def machine_busy_seconds() -> float:

@@ -73,27 +73,27 @@ class TurnTiming(BaseModel):
     pause_floor_s: float | None = None
     reply_floor_s: float | None = None
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def stt_latency(self) -> float | None:
         return _difference(self.first_transcript, self.user_audio_start)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def vad_latency(self) -> float | None:
         return _difference(self.response_created, self.user_audio_end)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def llm_latency(self) -> float | None:
         return _difference(self.first_text_ready, self.response_created)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def tts_start_latency(self) -> float | None:
         return _difference(self.first_audio, self.first_text_ready)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def tts_realtime_factor(self) -> float | None:
         duration = _difference(self.audio_done, self.first_audio)
@@ -101,31 +101,31 @@ class TurnTiming(BaseModel):
             return None
         return self.audio_s / duration
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def voice_to_voice(self) -> float | None:
         return _difference(self.first_audio, self.user_audio_end)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def floor_s(self) -> float | None:
         if self.pause_floor_s is None or self.reply_floor_s is None:
             return None
         return self.pause_floor_s + self.reply_floor_s
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def backend_added(self) -> float | None:
         return _difference(self.voice_to_voice, self.floor_s)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def pause_added(self) -> float | None:
         """The part of ``backend_added`` before the server announced the pause."""
         detected = _difference(self.speech_stopped, self.user_audio_end)
         return _difference(detected, self.pause_floor_s)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def reply_added(self) -> float | None:
         """The part of ``backend_added`` after it: STT flush, LLM, TTS, pacing, writer."""
@@ -205,19 +205,19 @@ class LoadTestReport(BaseModel):
         span = edges[-1][0] - edges[0][0]
         return peak, area / span if span > 0 else 0.0
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def ok_fraction(self) -> float | None:
         if not self.conversations:
             return None
         return sum(c.ok for c in self.conversations) / len(self.conversations)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def errors(self) -> list[str]:
         return [f"conversation {c.index}: {c.error}" for c in self.conversations if not c.ok]
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def summary(self) -> dict[str, SeriesSummary]:
         turns = self.turns()
@@ -226,17 +226,17 @@ class LoadTestReport(BaseModel):
         series["frame_lateness"] = summarize(t.max_lateness_s for t in turns if t.late_frames)
         return series
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def frames(self) -> int:
         return sum(t.frames for t in self.turns())
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def late_frames(self) -> int:
         return sum(t.late_frames for t in self.turns())
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def max_send_lag_s(self) -> float:
         return max((c.max_send_lag_s for c in self.conversations), default=0.0)

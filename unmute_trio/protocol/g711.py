@@ -46,7 +46,7 @@ def _ulaw_encode_table() -> np.ndarray:
     magnitude = np.where(x < 0, (~x) >> 2, x >> 2) + 33  # 14 bits, biased by 33
     magnitude = np.minimum(magnitude, 0x1FFF)
     segment = 1 + _bit_length(magnitude >> 6)  # 1..8
-    code = ((8 - segment) << 4) | (15 - ((magnitude >> segment) & 0xF))
+    code: np.ndarray = ((8 - segment) << 4) | (15 - ((magnitude >> segment) & 0xF))
     return np.where(x >= 0, code | 0x80, code).astype(np.uint8)
 
 
@@ -120,7 +120,8 @@ def _lowpass() -> np.ndarray:
     n = np.arange(FILTER_TAPS) - FILTER_DELAY
     fc = _CUTOFF_HZ / SAMPLE_RATE
     taps = 2 * fc * np.sinc(2 * fc * n) * np.kaiser(FILTER_TAPS, _KAISER_BETA)
-    return taps / taps.sum()  # unity gain at DC
+    normalised: np.ndarray = taps / taps.sum()  # unity gain at DC
+    return normalised
 
 
 _LOWPASS = _lowpass()

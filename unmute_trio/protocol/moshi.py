@@ -13,7 +13,7 @@ samples instead of ~70 µs through ``tolist()`` — this runs for every 80 ms fr
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgpack
 import numpy as np
@@ -151,12 +151,12 @@ class TextOut(_Msg):
 TtsClientMessage = Annotated[TextIn | Voice | Eos, Field(discriminator="type")]
 TtsServerMessage = Annotated[Ready | Error | Audio | TextOut, Field(discriminator="type")]
 
-_ADAPTERS: dict[str, TypeAdapter[Any]] = {
-    "STT client message": TypeAdapter(SttClientMessage),
-    "STT server message": TypeAdapter(SttServerMessage),
-    "TTS client message": TypeAdapter(TtsClientMessage),
-    "TTS server message": TypeAdapter(TtsServerMessage),
-}
+_STT_CLIENT: TypeAdapter[Audio | Marker | OggOpus] = TypeAdapter(SttClientMessage)
+_STT_SERVER: TypeAdapter[Ready | Error | Word | EndWord | Step | Marker] = TypeAdapter(
+    SttServerMessage
+)
+_TTS_CLIENT: TypeAdapter[TextIn | Voice | Eos] = TypeAdapter(TtsClientMessage)
+_TTS_SERVER: TypeAdapter[Ready | Error | Audio | TextOut] = TypeAdapter(TtsServerMessage)
 
 
 # ------------------------------------------------------------------ codec
@@ -183,7 +183,8 @@ def _pack_f32_array(arr: np.ndarray) -> bytes:
 def encode(msg: _Msg) -> bytes:
     """Pack a message as moshi-server does: a map, ``type`` first, float32 arrays."""
     fields = type(msg).model_fields
-    parts = [_map_header(len(fields)), msgpack.packb("type"), msgpack.packb(msg.type)]  # type: ignore[attr-defined]
+    tag = msg.type  # type: ignore[attr-defined]  # each concrete message declares its own tag
+    parts = [_map_header(len(fields)), msgpack.packb("type"), msgpack.packb(tag)]
     for name in fields:
         if name == "type":
             continue
@@ -200,7 +201,10 @@ def _map_header(n: int) -> bytes:
     return bytes([0x80 | n]) if n < 16 else b"\xde" + n.to_bytes(2, "big")
 
 
-def _decode(data: bytes, what: str) -> Any:
+_M = TypeVar("_M")
+
+
+def _decode(data: bytes, what: str, adapter: TypeAdapter[_M]) -> _M:
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, msgpack.UnpackException) as e:
@@ -208,22 +212,22 @@ def _decode(data: bytes, what: str) -> Any:
     if not isinstance(obj, dict):
         raise WireFormatError(f"Invalid {what}: expected a map, got {type(obj).__name__}")
     try:
-        return _ADAPTERS[what].validate_python(obj)
+        return adapter.validate_python(obj)
     except ValidationError as e:
         raise WireFormatError.from_validation(what, e) from e
 
 
 def decode_stt_client(data: bytes) -> Audio | Marker | OggOpus:
-    return _decode(data, "STT client message")
+    return _decode(data, "STT client message", _STT_CLIENT)
 
 
 def decode_stt_server(data: bytes) -> Ready | Error | Word | EndWord | Step | Marker:
-    return _decode(data, "STT server message")
+    return _decode(data, "STT server message", _STT_SERVER)
 
 
 def decode_tts_client(data: bytes) -> TextIn | Voice | Eos:
-    return _decode(data, "TTS client message")
+    return _decode(data, "TTS client message", _TTS_CLIENT)
 
 
 def decode_tts_server(data: bytes) -> Ready | Error | Audio | TextOut:
-    return _decode(data, "TTS server message")
+    return _decode(data, "TTS server message", _TTS_SERVER)

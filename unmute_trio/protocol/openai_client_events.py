@@ -25,7 +25,7 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from unmute_trio.protocol.openai_errors import (
     FRAME_TOO_LARGE,
@@ -126,7 +126,7 @@ ClientEvent = (
 
 # Dispatch on ``type`` by hand rather than through a discriminated union: pydantic would put the
 # tag into every error location, and an unknown type deserves its own message.
-_EVENT_MODELS: dict[str, type[BaseModel]] = {
+_EVENT_MODELS: dict[str, type[ClientEvent]] = {
     model.model_fields["type"].default: model
     for model in (
         SessionUpdate,
@@ -197,7 +197,7 @@ def parse_client_event(text: str | bytes) -> ClientEvent | ClientEventError:
     if model is None:
         return _unknown_type(kind, event_id)
     try:
-        return model.model_validate(data)  # type: ignore[return-value]
+        return model.model_validate(data)
     except ValidationError as e:
         return error_from_validation(e, data, event_id=event_id)
 

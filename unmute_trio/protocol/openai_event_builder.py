@@ -20,7 +20,7 @@ The events of one assistant reply, in order (OpenAI's order)::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict
 
 from unmute_trio.protocol.openai_errors import ClientEventError
 from unmute_trio.protocol.openai_items import Item
@@ -320,7 +320,16 @@ class ServerEvents:
         )
 
 
-def _ref(ref: PartRef) -> dict[str, str | int]:
+class _PartFields(TypedDict):
+    """The fields locating a content part, shared by the part and delta events."""
+
+    response_id: str
+    item_id: str
+    output_index: int
+    content_index: int
+
+
+def _ref(ref: PartRef) -> _PartFields:
     return {
         "response_id": ref.response_id,
         "item_id": ref.item_id,

@@ -20,7 +20,7 @@ and documented in docs/openai-realtime.md.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -42,7 +42,7 @@ MAX_NAME_CHARS = 256
 MAX_TOOLS = 128  # the chat-completions limit, so the tools can be forwarded to the LLM as they are
 # VAD durations: OpenAI gives no maximum; ours keeps the prefix-padding buffer bounded (10 s).
 MAX_VAD_MS = 10_000
-PCM_RATE = 24_000
+PCM_RATE: Final = 24_000
 # The chat-completions rule for function names, since tools are forwarded to the LLM.
 FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 
@@ -97,13 +97,13 @@ AudioFormat = Annotated[PcmFormat | PcmuFormat | PcmaFormat, Field(discriminator
 
 class ServerVad(StrictModel):
     type: Literal["server_vad"] = "server_vad"
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
-    prefix_padding_ms: int = Field(300, ge=0, le=MAX_VAD_MS)
-    silence_duration_ms: int = Field(500, ge=0, le=MAX_VAD_MS)
+    threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    prefix_padding_ms: int = Field(default=300, ge=0, le=MAX_VAD_MS)
+    silence_duration_ms: int = Field(default=500, ge=0, le=MAX_VAD_MS)
     create_response: bool = True
     interrupt_response: bool = True
     # Ours: 1 s to 10 min (a shorter idle timeout would fire during ordinary thinking pauses).
-    idle_timeout_ms: int | None = Field(None, ge=1_000, le=600_000)
+    idle_timeout_ms: int | None = Field(default=None, ge=1_000, le=600_000)
 
 
 class SemanticVad(StrictModel):
@@ -152,7 +152,7 @@ class AudioInput(StrictModel):
 class AudioOutput(StrictModel):
     format: AudioFormat = Field(default_factory=PcmFormat)
     voice: Voice
-    speed: float = Field(1.0, ge=0.25, le=1.5)
+    speed: float = Field(default=1.0, ge=0.25, le=1.5)
 
 
 class AudioConfig(StrictModel):
@@ -216,6 +216,10 @@ MaxOutputTokens = Annotated[int, Field(ge=1, le=4096)] | Literal["inf"]
 # ---------------------------------------------------------------- the effective session
 
 
+def _audio_only() -> list[Literal["text", "audio"]]:
+    return ["audio"]
+
+
 class SessionConfig(StrictModel):
     """The session as it is now; ``session.created`` / ``session.updated`` echo all of it."""
 
@@ -224,7 +228,7 @@ class SessionConfig(StrictModel):
     id: str
     model: str
     instructions: Text = ""
-    output_modalities: OutputModalities = Field(default_factory=lambda: ["audio"])
+    output_modalities: OutputModalities = Field(default_factory=_audio_only)
     audio: AudioConfig
     tools: Tools = Field(default_factory=list)
     tool_choice: ToolChoice = "auto"
@@ -336,8 +340,11 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, new in changes.items():
         old = out.get(key)
-        same_kind = isinstance(old, dict) and isinstance(new, dict)
-        if same_kind and new.get("type", old.get("type")) == old.get("type"):
+        if (
+            isinstance(old, dict)
+            and isinstance(new, dict)
+            and new.get("type", old.get("type")) == old.get("type")
+        ):
             out[key] = _merge(old, new)
         else:
             out[key] = new

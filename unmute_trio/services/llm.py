@@ -23,9 +23,9 @@ from __future__ import annotations
 import codecs
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import httpx
 import trio
@@ -287,7 +287,7 @@ class LLMClient:
                     raise ServiceProtocolError(
                         SERVICE, f"{url} answered {content_type!r}, not an event stream: {excerpt}"
                     )
-                body = response.aiter_bytes()
+                body = _body(response)
                 parser = ChatStreamParser()
                 chunker = WordChunker(max_word_chars=MAX_WORD_CHARS)
                 text = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -343,6 +343,14 @@ def _parse(parser: ChatStreamParser, text: str, at_end: bool) -> list[str]:
     return deltas
 
 
+def _body(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The response body's chunks, to be closed with ``aclose()`` when no longer read.
+
+    httpx annotates ``aiter_bytes()`` as an ``AsyncIterator``, but it is an async generator.
+    """
+    return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+
+
 async def _drain(body: AsyncIterator[bytes]) -> None:
     """Read what follows ``[DONE]`` (normally nothing) so the connection returns to the pool."""
     drained = 0
@@ -378,7 +386,7 @@ async def _read_excerpt(response: httpx.Response) -> str:
     """The start of the body, for error messages; whatever arrived if reading fails."""
     data = b""
     try:
-        async with aclosing(response.aiter_bytes()) as body:
+        async with aclosing(_body(response)) as body:
             async for chunk in body:
                 data += chunk
                 if len(data) >= ERROR_EXCERPT_BYTES:
@@ -392,7 +400,7 @@ async def _read_excerpt(response: httpx.Response) -> str:
 async def _read_capped(response: httpx.Response, limit: int, url: str) -> bytes:
     data = bytearray()
     with _translate_httpx_errors(url):
-        async with aclosing(response.aiter_bytes()) as body:
+        async with aclosing(_body(response)) as body:
             async for chunk in body:
                 data += chunk
                 if len(data) > limit:

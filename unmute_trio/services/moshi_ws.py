@@ -38,7 +38,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, NoReturn, TypeVar
+from typing import Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -56,6 +56,7 @@ from unmute_trio.protocol.moshi import Error, Ready
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
+M_co = TypeVar("M_co", covariant=True)
 
 API_KEY_HEADER = b"kyutai-api-key"
 AT_CAPACITY_MESSAGE = "no free channels"  # moshi-server's Error text when all slots are taken
@@ -83,6 +84,18 @@ def endpoint_url(base_url: str, path: str, query: str = "") -> str:
     """
     parts = urlsplit(base_url)
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, query, ""))
+
+
+class MoshiTransport(Protocol[M_co]):
+    """What an STT or TTS stream needs from its connection: bytes out, decoded messages in
+    (``None`` once the server closed in order). :class:`MoshiSocket` is the WebSocket one;
+    ``testing.in_memory`` has one that runs a simulated model in-process (no socket)."""
+
+    service: str
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> M_co | None: ...
 
 
 class MoshiSocket(Generic[M]):

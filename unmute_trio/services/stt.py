@@ -56,7 +56,7 @@ from unmute_trio.protocol.moshi import (
     decode_stt_server,
     encode,
 )
-from unmute_trio.services.moshi_ws import MoshiSocket, endpoint_url, open_moshi_socket
+from unmute_trio.services.moshi_ws import MoshiTransport, endpoint_url, open_moshi_socket
 
 SERVICE = "stt"
 STT_PATH = "/api/asr-streaming"
@@ -71,7 +71,7 @@ class SpeechToText:
     After a send or receive was cancelled or failed, the stream is in an unknown state: close it.
     """
 
-    def __init__(self, socket: MoshiSocket[_ServerMessage]) -> None:
+    def __init__(self, socket: MoshiTransport[_ServerMessage]) -> None:
         self._socket = socket
         # Re-chunking buffer: fewer than SAMPLES_PER_FRAME samples between calls.
         self._pending = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)

@@ -54,7 +54,7 @@ from unmute_trio.protocol.moshi import (
     encode,
 )
 from unmute_trio.protocol.tts_text import clean_text_for_tts
-from unmute_trio.services.moshi_ws import MoshiSocket, endpoint_url, open_moshi_socket
+from unmute_trio.services.moshi_ws import MoshiTransport, endpoint_url, open_moshi_socket
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def tts_query(voice: str | None) -> str:
 class TextToSpeech:
     """One open TTS stream (one bot reply). Create it with :func:`connect_tts`."""
 
-    def __init__(self, socket: MoshiSocket[_ServerMessage]) -> None:
+    def __init__(self, socket: MoshiTransport[_ServerMessage]) -> None:
         self._socket = socket
         self._eos_sent = False
         self.received_samples = 0

@@ -5,11 +5,14 @@ the process-wide state. The web layer provides both (``web/realtime.py``'s socke
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+import trio
 
 from unmute_trio.protocol.dialects import Dialect
-from unmute_trio.services.llm import LLMClient
+from unmute_trio.protocol.openai_chat import ReplyOutcome
 from unmute_trio.services.news import NewsClient
 from unmute_trio.session.drain import Drain
 from unmute_trio.settings import Settings
@@ -31,6 +34,26 @@ class RealtimeSocket(Protocol):
     async def close(self, code: int, reason: str = "") -> None: ...
 
 
+class LlmLink(Protocol):
+    """The LLM as a session uses it: ``services.llm.LLMClient``, or a test's stand-in."""
+
+    @property
+    def known_model(self) -> str | None: ...
+
+    async def model(self) -> str: ...
+
+    def stream_words(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        temperature: float,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+        max_tokens: int | None = None,
+        outcome: ReplyOutcome | None = None,
+    ) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]: ...
+
+
 class SessionContext(Protocol):
     """The process-wide state a session reads (read-only here)."""
 
@@ -44,7 +67,7 @@ class SessionContext(Protocol):
     def voice_store(self) -> VoiceStore: ...
 
     @property
-    def llm(self) -> LLMClient | None: ...
+    def llm(self) -> LlmLink | None: ...
 
     @property
     def news(self) -> NewsClient | None: ...

@@ -25,7 +25,6 @@ the OpenAI Realtime API. The session only knows notes, PCM and :class:`BaseModel
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import random
 
@@ -59,12 +58,11 @@ from unmute_trio.protocol import browser, moshi
 from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.protocol.instructions import Instructions
-from unmute_trio.services.discovery import open_service
-from unmute_trio.services.llm import LLMClient
-from unmute_trio.services.stt import SpeechToText, connect_stt
-from unmute_trio.session.context import RealtimeSocket, SessionContext
+from unmute_trio.services.stt import SpeechToText
+from unmute_trio.session.context import LlmLink, RealtimeSocket, SessionContext
 from unmute_trio.session.drain import CLOSE_REASON, RunningCount
 from unmute_trio.session.front import ClientFront
+from unmute_trio.session.links import NetworkLinks, ServiceLinks
 from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.recorder import Recorder
 from unmute_trio.session.turn import run_turn
@@ -102,11 +100,16 @@ def make_front(dialect: Dialect, state: SessionContext, socket: RealtimeSocket) 
 
 class Session:
     def __init__(
-        self, socket: RealtimeSocket, state: SessionContext, front: ClientFront | None = None
+        self,
+        socket: RealtimeSocket,
+        state: SessionContext,
+        front: ClientFront | None = None,
+        links: ServiceLinks | None = None,
     ) -> None:
         assert state.llm is not None, "the app's before_serving hook creates the LLM client"
         self.settings = state.settings
-        self.llm: LLMClient = state.llm
+        self.llm: LlmLink = state.llm
+        self.links: ServiceLinks = links or NetworkLinks(state.settings)
         self.voice_store = state.voice_store
         self._state = state
         self._socket = socket
@@ -180,12 +183,7 @@ class Session:
 
     async def _stt_link(self) -> None:
         try:
-            async with open_service(
-                "stt",
-                self.settings.stt_url,
-                functools.partial(connect_stt, api_key=self.settings.kyutai_api_key),
-                attempt_timeout_s=self.settings.service_connect_timeout_s,
-            ) as stt:
+            async with self.links.open_stt() as stt:
                 self._stt = stt
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._stt_sender, stt)

@@ -17,7 +17,6 @@ connection is retried (contract 0.3: 5 tries, 0.05 s backoff ×1.5 capped at 1 s
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -40,9 +39,9 @@ from unmute_trio.conversation.events import (
 from unmute_trio.errors import ServiceError
 from unmute_trio.protocol.moshi import Audio, TextOut
 from unmute_trio.protocol.openai_chat import ReplyOutcome
-from unmute_trio.services.discovery import open_service
-from unmute_trio.services.llm import LLMClient
-from unmute_trio.services.tts import TextToSpeech, connect_tts
+from unmute_trio.services.tts import TextToSpeech
+from unmute_trio.session.context import LlmLink
+from unmute_trio.session.links import ServiceLinks
 from unmute_trio.session.pacer import PlaybackClock
 from unmute_trio.session.writer import ClientWriter
 from unmute_trio.settings import Settings
@@ -67,7 +66,8 @@ class TurnHost(Protocol):
     """What a turn needs from its session."""
 
     settings: Settings
-    llm: LLMClient
+    llm: LlmLink
+    links: ServiceLinks
     voice_store: VoiceStore
     writer: ClientWriter
 
@@ -132,26 +132,15 @@ async def _feed_tts(tts: TextToSpeech, words: trio.MemoryReceiveChannel[str]) ->
 async def _connect_tts_with_retries(
     host: TurnHost, start: StartTurn
 ) -> AsyncIterator[TextToSpeech]:
-    settings = host.settings
     voice = start.voice
     custom = None
     if voice is not None and voice.startswith(CUSTOM_VOICE_PREFIX):
         custom = host.voice_store.get(voice)
-    connect = functools.partial(
-        connect_tts, voice=voice, custom_voice_message=custom, api_key=settings.kyutai_api_key
-    )
     delay = TTS_RETRY_FIRST_DELAY_S
     async with AsyncExitStack() as stack:
         for attempt in range(1, TTS_CONNECT_TRIES + 1):
             try:
-                tts = await stack.enter_async_context(
-                    open_service(
-                        "tts",
-                        settings.tts_url,
-                        connect,
-                        attempt_timeout_s=settings.service_connect_timeout_s,
-                    )
-                )
+                tts = await stack.enter_async_context(host.links.open_tts(voice, custom))
                 break
             except ServiceError as e:
                 if attempt == TTS_CONNECT_TRIES:

@@ -141,6 +141,8 @@ class VoiceClient:
                 self.samples_in_event.append(samples)
                 self._wake()
         except ConnectionClosed as e:
+            # trio-websocket sets the close reason before it ends get_message()'s channel.
+            assert e.reason is not None
             self.close_code = e.reason.code
             self.close_reason = e.reason.reason
             self._wake()

@@ -102,7 +102,7 @@ class VoiceCloningSimulator(ServedSimulator):
             self.received += 1
             self.open_connections += 1
             try:
-                body = await request.get_data(cache=False)
+                body = await request.get_data(cache=False, as_text=False, parse_form_data=False)
                 await trio.sleep(self.config.delay_s)
                 if self.config.fail or not is_decodable_audio(body):
                     return Response(b"", status=500)

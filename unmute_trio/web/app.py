@@ -107,7 +107,7 @@ def create_app(
     # Forwarding headers and path prefixes (docs/deployment.md); wrapping asgi_app keeps `app`
     # a QuartTrio for hypercorn and the tests.
     # Quart types asgi_app with hypercorn's scope TypedDicts; the middleware is a plain ASGI app.
-    app.asgi_app = ProxyHeadersMiddleware(  # type: ignore[method-assign, assignment]
+    app.asgi_app = ProxyHeadersMiddleware(  # type: ignore[method-assign, assignment]  # see above
         cast(ASGIApp, app.asgi_app),
         trusted_hops=settings.trusted_proxy_hops,
         mode=settings.proxy_headers,

@@ -79,7 +79,7 @@ def install_drain(app: Quart, drain: Drain) -> None:
                 await context.terminated.wait()
                 drain.begin("hypercorn is shutting down")
 
-        app.nursery.start_soon(begin_when_terminated)  # type: ignore[attr-defined]
+        app.nursery.start_soon(begin_when_terminated)  # type: ignore[attr-defined]  # QuartTrio sets it while serving
 
     @app.after_serving
     async def stop_watching() -> None:
@@ -115,7 +115,7 @@ def observe_hypercorn_shutdown() -> None:
     if getattr(base, "_publishes_itself", False):
         return
 
-    class PublishedWorkerContext(base):  # type: ignore[misc, valid-type]
+    class PublishedWorkerContext(base):  # type: ignore[misc, valid-type]  # a class found at run time
         _publishes_itself = True
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -37,4 +37,4 @@ def apply() -> None:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
     setattr(send_and_end_on_too_big, _APPLIED_MARK, True)
-    ws_stream.WSStream._send_wsproto_event = send_and_end_on_too_big  # type: ignore[method-assign]
+    ws_stream.WSStream._send_wsproto_event = send_and_end_on_too_big  # type: ignore[method-assign]  # the patch

@@ -74,12 +74,12 @@ def install_realtime(app: Quart) -> None:
                     "subprotocol 'openai-insecure-api-key.<key>' or '?api_key=<key>'."
                 )
                 headers = {"WWW-Authenticate": "Bearer"}
-                return Response(message, status=401, headers=headers)  # type: ignore[return-value]
+                return Response(message, status=401, headers=headers)  # type: ignore[return-value]  # Quart answers a websocket route with HTTP this way
         try:
             dialect: Dialect = choose_dialect(websocket.args, offered)
         except UnknownDialect as e:
             # Before the upgrade: a plain HTTP answer says what is wrong.
-            return Response(str(e), status=400)  # type: ignore[return-value]
+            return Response(str(e), status=400)  # type: ignore[return-value]  # as above
         subprotocol = UNMUTE_SUBPROTOCOL if UNMUTE_SUBPROTOCOL in offered else None
         await websocket.accept(subprotocol=subprotocol)
         socket = QuartRealtimeSocket(dict(websocket.args))
