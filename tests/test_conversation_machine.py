@@ -19,7 +19,6 @@ from unmute_trio.conversation import (
     LlmDone,
     LlmWord,
     Notify,
-    ResetPausePrediction,
     ServiceFailed,
     ServiceRetrying,
     SessionUpdated,
@@ -32,6 +31,7 @@ from unmute_trio.conversation import (
 )
 from unmute_trio.conversation.events import (
     AudioCommitted,
+    DrainStarted,
     FunctionOutputAdded,
     LlmToolCall,
     ResponseCancelRequested,
@@ -47,12 +47,13 @@ from unmute_trio.conversation.events import (
     TurnOptionsChanged,
     UserTextAdded,
 )
-from unmute_trio.conversation.machine import (
+from unmute_trio.conversation.messages import (
     CANCELLED_BY_CLIENT,
     GOODBYE_CLOSE_REASON,
     INTERRUPTED_BY_VAD,
     INTERRUPTED_BY_WORD,
 )
+from unmute_trio.conversation.pause import WARMUP_STEPS
 from unmute_trio.errors import ServiceAtCapacity, ServiceDisconnected, ServiceTimeout
 from unmute_trio.session import unmute_front
 
@@ -114,7 +115,11 @@ class Script:
 
     def __init__(self, **kwargs: Any) -> None:
         self.m = ConversationMachine("DEFAULT", **kwargs)
-        self.stt_time = -0.5
+        # The STT's first 12 steps only warm the pause predictor up (conversation/pause.py),
+        # as at the start of every session: after them the STT clock is at -0.5 + 0.96.
+        for _ in range(WARMUP_STEPS):
+            assert self.m.handle(SttStep((0.0, 0.0, 1.0, 0.0))) == []
+        assert self.m.pause_prediction == 1.0
 
     def __call__(self, *events: Event) -> list[Any]:
         actions: list[Action] = []
@@ -132,10 +137,10 @@ class Script:
         return out
 
     def step(self, pause: float, steps: int = 1) -> list[Any]:
+        """STT steps whose 2 s pause head is ``pause`` (the smoothing follows it within 0.01)."""
         out: list[Any] = []
         for _ in range(steps):
-            self.stt_time = round(self.stt_time + 0.08, 6)
-            out += self(SttStep(self.stt_time, pause))
+            out += self(SttStep((0.0, 0.0, pause, 0.0)))
         return out
 
     def setup(self, voice: str | None = "voice-a") -> None:
@@ -205,7 +210,7 @@ def test_two_full_turns_with_temperatures() -> None:
     s = Script()
     s.greet()
     assert s(SttWord("", 0.0)) == [delta("", 0.0)]
-    assert s(SttWord("How", 1.0)) == [delta("How", 1.0), ResetPausePrediction(), SPEECH_STARTED]
+    assert s(SttWord("How", 1.0)) == [delta("How", 1.0), SPEECH_STARTED]
     assert s(SttWord("are", 1.2), SttWord("you?", 1.4)) == [delta("are", 1.2), delta("you?", 1.4)]
     assert s.m.state is State.USER_SPEAKING
     assert s.end_user_turn() == [
@@ -246,16 +251,17 @@ def test_answer_starts_only_after_stt_clock_passes_flush_end() -> None:
     s = Script()
     s.greet()
     s.user_says("Hello")
-    s.step(0.3, steps=10)  # stt_time 0.3: the user is still talking
+    s.step(0.3, steps=10)  # the user is still talking
     assert s.audio() == []
-    assert s.step(0.9) == []  # stt_time 0.38; decisions wait for audio
-    assert s.audio() == [SPEECH_STOPPED, FlushStt(8)]  # flush ends at stt_time 0.88
+    assert s.step(0.9) == []  # decisions wait for audio
+    stopped_at = s.m.stt_time
+    assert s.audio() == [SPEECH_STOPPED, FlushStt(8)]  # the flush ends 0.5 s of STT time later
     assert s.m.state is State.FLUSHING_STT
     assert s.audio(3) == []  # no second flush while one is pending
-    assert s.step(0.9, steps=6) == []  # stt_time 0.86
-    assert s(SttStep(0.88, 0.9)) == []  # not yet past the end
+    assert s.step(0.9, steps=6) == []  # 0.48 s of STT time: not yet past the end
     assert s(SttWord("again", 0.5)) == [delta("again", 0.5)]  # a late word joins the turn
-    actions = s(SttStep(0.96, 0.9))
+    actions = s.step(0.9)  # 0.56 s: past it
+    assert abs(s.m.stt_time - stopped_at - 0.56) < 1e-9
     assert actions[-1] == StartTurn(
         2, [SYS, msg("user", "Hello."), msg("assistant", "Hi there!"), msg("user", "Hello again")],
         0.3, "voice-a",
@@ -296,7 +302,6 @@ def test_barge_in_by_word_keeps_only_spoken_words() -> None:
         delta("Stop", 9.0),
         CancelTurn(2, INTERRUPTED_BY_WORD),
         INTERRUPTED,
-        ResetPausePrediction(),
         SPEECH_STARTED,
     ]
     assert s.m.state is State.USER_SPEAKING
@@ -395,7 +400,7 @@ def test_speech_after_silence_marker_starts_speech_and_drops_marker() -> None:
     s.step(0.3)  # the user makes a noise that keeps the pause prediction low
     s.audio_until(7.2)
     assert s.m.state is State.USER_SPEAKING  # the silence marker opened a user turn
-    assert s(SttWord("sorry", 7.0)) == [delta("sorry", 7.0), ResetPausePrediction(), SPEECH_STARTED]
+    assert s(SttWord("sorry", 7.0)) == [delta("sorry", 7.0), SPEECH_STARTED]
     assert s.end_user_turn()[-1].messages[-1] == msg("user", "sorry")
 
 
@@ -648,3 +653,35 @@ def test_deleted_turns_leave_the_llm_context_but_live_turns_stay() -> None:
         msg("assistant", "Kept."),
         msg("user", "Hello"),
     ]
+
+
+def test_no_reply_starts_once_the_server_drains() -> None:
+    s = Script()
+    s.greet()
+    s.user_says("Hello")
+    s(DrainStarted())
+    actions = s.end_user_turn()
+    # The user's turn ends as usual, but no reply is started, so none is ever announced or
+    # interrupted; the session closes once nothing is being spoken.
+    assert not any(isinstance(a, StartTurn) for a in actions)
+    assert not any(isinstance(a, tuple) and a[0] == "response.created" for a in actions)
+    assert SPEECH_STOPPED in actions
+    assert s.m.state is State.WAITING_FOR_USER
+    assert s(SttWord("more", 9.0))[0] == delta("more", 9.0)
+    assert not any(isinstance(a, CancelTurn) for a in s(SttWord("words", 9.5)))
+
+
+def test_the_same_events_give_the_same_actions() -> None:
+    """The machine is deterministic: a recorded session replays to identical actions."""
+
+    def run() -> list[Any]:
+        s = Script()
+        out = s.audio()
+        s.greet()
+        s.user_says("Hello", "there")
+        out += s.end_user_turn()
+        out += s.speak(2, ("Fine", "thanks."))
+        out += s(SttWord("Stop", 9.0)) + s.audio_until(12.0)
+        return out
+
+    assert run() == run()

@@ -5,7 +5,7 @@ The order (docs/architecture.md, "Layers"), from the bottom:
 1. base: ``errors``, ``exception_groups``, ``metrics``, ``argtypes``, ``settings``,
    ``voice_store`` (no project imports beyond each other);
 2. ``protocol``: wire formats, pure;
-3. ``conversation`` (the sans-I/O core), ``voices``, ``pause``;
+3. ``conversation`` (the sans-I/O core), ``voices``;
 4. ``services``: clients of the STT, TTS, LLM and other services;
 5. ``session``: one conversation's tasks;
 6. ``web``: HTTP and WebSocket routes, process state;
@@ -27,7 +27,7 @@ import unmute_trio
 LAYERS: list[set[str]] = [
     {"__init__", "errors", "exception_groups", "metrics", "argtypes", "settings", "voice_store"},
     {"protocol"},
-    {"conversation", "voices", "pause"},
+    {"conversation", "voices"},
     {"services"},
     {"session"},
     {"web"},

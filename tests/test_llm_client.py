@@ -331,8 +331,47 @@ async def test_error_object_in_the_stream(nursery: trio.Nursery, http) -> None:
 
 
 async def test_stream_ending_without_done_is_complete(nursery: trio.Nursery, http) -> None:
-    url = await start_raw(nursery, [sse("All "), sse("good")], "text/event-stream")
+    # A finish_reason ends the reply even when data: [DONE] never comes.
+    finish = 'data: {"choices":[{"delta":{},"finish_reason":"stop"}]}\n\n'
+    url = await start_raw(nursery, [sse("All "), sse("good"), finish], "text/event-stream")
     assert await collect(client(url, http, model="m")) == ["All", " good"]
+
+
+async def test_done_without_finish_reason_is_complete(nursery: trio.Nursery, http) -> None:
+    url = await start_raw(
+        nursery, [sse("All "), sse("good"), "data: [DONE]\n\n"], "text/event-stream"
+    )
+    assert await collect(client(url, http, model="m")) == ["All", " good"]
+
+
+async def test_stream_cut_short_is_a_failure_not_a_whole_reply(nursery: trio.Nursery, http) -> None:
+    """A body that ends cleanly after a few words, with no finish_reason and no [DONE], is a
+    reply cut short (the server or a proxy gave up): it used to be taken for a whole reply."""
+    sim, url = await start_sim(nursery, truncate_after_tokens=4)  # "You", " sa", "id:", " I"
+    received: list[str] = []
+    errors_before = metric("worker_vllm_hard_errors_total")
+    ended_cleanly = False
+    with trio.fail_after(2), pytest.raises(ServiceDisconnected, match="ended early") as info:
+        async with client(url, http).stream_words(MESSAGES, temperature=1) as words:
+            async for word in words:
+                received.append(word)
+            ended_cleanly = True
+    assert info.value.service == "llm"
+    assert not ended_cleanly
+    assert received == ["You", " said:"]  # " I" was never followed by whitespace: not sent
+    assert metric("worker_vllm_hard_errors_total") - errors_before == 1
+    await wait_until_closed(sim)
+
+
+async def test_sim_truncated_stream_shape(nursery: trio.Nursery, http) -> None:
+    _, url = await start_sim(nursery, replies={"Hi": "Wonderful weather"}, truncate_after_tokens=2)
+    body = {"model": "sim-llm", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    with trio.fail_after(2):
+        response = await http.post(url + "/v1/chat/completions", json=body)
+    lines = [line for line in response.text.split("\n") if line]
+    chunks = [json.loads(line.removeprefix("data: ")) for line in lines[1:]]
+    assert [c["choices"][0]["delta"].get("content") for c in chunks] == [None, "Won", "der"]
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
 
 
 async def test_non_event_stream_answer_is_a_protocol_error(nursery: trio.Nursery, http) -> None:

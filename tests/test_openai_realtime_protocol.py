@@ -586,6 +586,14 @@ def test_beta_field_names_get_a_hint() -> None:
     assert isinstance(err, ClientEventError) and "output_modalities" in err.message
 
 
+def test_an_integer_too_long_to_convert_is_refused_not_raised() -> None:
+    # json.loads raises a plain ValueError (not JSONDecodeError) past 4300 digits.
+    err = ce.parse_client_event('{"type": "input_audio_buffer.commit", "n": 1' + "0" * 5_000 + "}")
+    assert isinstance(err, ClientEventError), err
+    assert err.code == "number_too_long" and "4300" in err.message
+    _sdk_accepts(ServerEvents(SequentialIds()).client_error(err))
+
+
 def test_a_paired_surrogate_escape_is_fine() -> None:
     event = ce.parse_client_event(
         '{"type": "input_audio_buffer.append", "audio": "\\ud83d\\ude00"}'

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from unmute_trio.pause import (
+from unmute_trio.conversation.pause import (
     INITIAL_PAUSE_PREDICTION,
     WARMUP_STEPS,
     ExponentialMovingAverage,

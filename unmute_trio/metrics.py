@@ -1,4 +1,4 @@
-"""Prometheus metrics, with the exact names of the original Unmute (contract section 1.6).
+"""Prometheus metrics, with the exact names of the original Unmute (docs/services.md).
 
 Existing Grafana dashboards query these names, so they are kept even where they are
 inconsistent (``worker_hard_tts_misses`` vs ``worker_stt_hard_misses``). Counters are exposed

@@ -1,4 +1,4 @@
-"""The voice list (``voices.yaml``, contract 1.12) and its loader.
+"""The voice list (``voices.yaml``, docs/protocol.md) and its loader.
 
 A broken file fails at start with the file, the line and the reason (:class:`VoiceFileError`),
 rather than at the first request. ``GET /v1/voices`` serves the ``good`` voices with ``comment``

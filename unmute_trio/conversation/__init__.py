@@ -17,7 +17,6 @@ from unmute_trio.conversation.events import (
     LlmWord,
     Note,
     Notify,
-    ResetPausePrediction,
     ResponseFinished,
     ResponseInterrupted,
     ResponseStarted,
@@ -43,7 +42,8 @@ from unmute_trio.conversation.events import (
     dropped_with_turn,
     failure_kind,
 )
-from unmute_trio.conversation.machine import ConversationMachine, ConversationState, fatal_message
+from unmute_trio.conversation.machine import ConversationMachine, ConversationState
+from unmute_trio.conversation.messages import fatal_message
 from unmute_trio.conversation.policy import TurnTakingPolicy
 from unmute_trio.conversation.prompts import build_system_prompt, llm_name_from_model
 from unmute_trio.conversation.transcript import Transcript, Turn
@@ -62,7 +62,6 @@ __all__ = [
     "LlmWord",
     "Note",
     "Notify",
-    "ResetPausePrediction",
     "ResponseFinished",
     "ResponseInterrupted",
     "ResponseStarted",

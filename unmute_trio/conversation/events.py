@@ -20,6 +20,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from unmute_trio.conversation.notes import (
+    Note,
+    ResponseFinished,
+    ResponseInterrupted,
+    ResponseStarted,
+    ResponseTextComplete,
+    ResponseToolCall,
+    ResponseWordPlanned,
+    ResponseWordSpoken,
+    ServiceWarning,
+    SessionFailed,
+    StatusReport,
+    TokenUsage,
+    TurnAdded,
+    UserSpeechStarted,
+    UserSpeechStopped,
+    UserTranscriptDelta,
+    UserTurnEnded,
+    dropped_with_turn,
+)
 from unmute_trio.errors import ServiceAtCapacity, ServiceError, ServiceTimeout
 
 FailureKind = Literal["capacity", "timeout", "other"]
@@ -60,15 +80,12 @@ class SttWord:
 
 @dataclass(frozen=True)
 class SttStep:
-    """The STT processed one frame.
+    """The STT processed one frame (one ``Step`` message): ``prs`` are its pause heads as the
+    STT sent them (``prs[2]``: the user has paused for 2 s). The machine keeps the STT clock
+    (minus the STT delay at first, one frame per step) and smooths the pause head
+    (``conversation/pause.py``)."""
 
-    ``stt_time`` is the STT clock after this step (it starts at minus the STT delay and
-    advances one frame per step); ``pause_prediction`` is the smoothed probability that the
-    user has finished their turn (the STT client owns the smoothing and the warm-up).
-    """
-
-    stt_time: float
-    pause_prediction: float
+    prs: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -77,14 +94,6 @@ class LlmWord:
 
     turn_id: int
     word: str
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """What the LLM server counted for one reply."""
-
-    input_tokens: int
-    output_tokens: int
 
 
 @dataclass(frozen=True)
@@ -201,6 +210,12 @@ class FunctionOutputAdded:
 
 
 @dataclass(frozen=True)
+class DrainStarted:
+    """The server is shutting down: no new reply starts (the one being spoken may finish);
+    the session closes once it is over."""
+
+
+@dataclass(frozen=True)
 class TurnDeleteRequested:
     """The client deleted a turn of the conversation (its transcript ``key``). The reply being
     written and the user turn being transcribed cannot be deleted; an unknown key is ignored."""
@@ -236,6 +251,7 @@ Event = (
     | UserTextAdded
     | FunctionOutputAdded
     | TurnDeleteRequested
+    | DrainStarted
     | LlmToolCall
 )
 
@@ -246,170 +262,6 @@ def failure_kind(error: ServiceError) -> FailureKind:
     if isinstance(error, ServiceTimeout):
         return "timeout"
     return "other"
-
-
-# ------------------------------------------------------------------------------------ notes
-
-
-@dataclass(frozen=True)
-class UserTranscriptDelta:
-    """A word of the user's speech as the STT transcribed it (sent as it arrives, before the
-    turn is decided; ``start_time`` is on the STT's clock). ``opens_turn``: this is the first
-    word of a user turn, and a ``UserSpeechStarted`` follows it (the Unmute dialect reports the
-    word first, as the original does; the OpenAI protocol starts the speech first)."""
-
-    text: str
-    start_time: float
-    opens_turn: bool = False
-
-
-@dataclass(frozen=True)
-class UserSpeechStarted:
-    """The first real word of a user turn arrived."""
-
-
-@dataclass(frozen=True)
-class UserSpeechStopped:
-    """The user's turn is over (the pause was detected); the STT is being flushed."""
-
-
-@dataclass(frozen=True)
-class TurnAdded:
-    """The client's text message or function result is turn ``key`` of the transcript."""
-
-    key: int
-
-
-@dataclass(frozen=True)
-class UserTurnEnded:
-    """The user's turn is complete: every word of it has been transcribed. ``key``: its turn
-    in the transcript (``None`` if there is none)."""
-
-    text: str
-    key: int | None = None
-
-
-@dataclass(frozen=True)
-class ResponseStarted:
-    """Bot turn ``turn_id`` starts; ``chat_history`` is the conversation so far as the client
-    sees it (one message per turn, no system prompt)."""
-
-    turn_id: int
-    voice: str | None
-    chat_history: list[dict[str, Any]] = field(hash=False)
-    speak: bool = True
-    key: int = 0  # its assistant message in the transcript
-
-
-@dataclass(frozen=True)
-class ResponseWordPlanned:
-    """The LLM wrote this word of the reply (it has not been spoken yet)."""
-
-    turn_id: int
-    word: str
-
-
-@dataclass(frozen=True)
-class ResponseTextComplete:
-    """The LLM finished the reply; ``text`` is all it wrote."""
-
-    turn_id: int
-    text: str
-
-
-@dataclass(frozen=True)
-class ResponseWordSpoken:
-    """The audio of this word of the reply is being played to the client now."""
-
-    turn_id: int
-    text: str
-
-
-@dataclass(frozen=True)
-class ResponseToolCall:
-    """The reply asks the client to call a function (``key``: the call's transcript turn)."""
-
-    turn_id: int
-    call_id: str
-    name: str
-    arguments: str
-    key: int = 0
-
-
-@dataclass(frozen=True)
-class ResponseFinished:
-    """All of the reply's audio was sent (``truncated`` and ``usage`` as in ``LlmDone``)."""
-
-    turn_id: int
-    truncated: bool = False
-    usage: TokenUsage | None = None
-
-
-@dataclass(frozen=True)
-class ResponseInterrupted:
-    """The user cut the reply off; nothing more of it will be sent."""
-
-    turn_id: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class StatusReport:
-    """Periodic state for debugging clients (the Unmute dialect's ``additional_outputs``)."""
-
-    chat_history: list[dict[str, str]] = field(hash=False)
-    debug: dict[str, Any] = field(hash=False)
-
-
-@dataclass(frozen=True)
-class ServiceWarning:
-    """A service problem the session survives (a reply may be late)."""
-
-    turn_id: int
-    message: str
-
-
-@dataclass(frozen=True)
-class SessionFailed:
-    """The session cannot go on (a service failed for good); it is being closed."""
-
-    message: str
-
-
-Note = (
-    TurnAdded
-    | UserTranscriptDelta
-    | UserSpeechStarted
-    | UserSpeechStopped
-    | UserTurnEnded
-    | ResponseStarted
-    | ResponseWordPlanned
-    | ResponseTextComplete
-    | ResponseWordSpoken
-    | ResponseToolCall
-    | ResponseFinished
-    | ResponseInterrupted
-    | StatusReport
-    | ServiceWarning
-    | SessionFailed
-)
-
-
-_TURN_CONTENT = (
-    ResponseWordPlanned,
-    ResponseTextComplete,
-    ResponseWordSpoken,
-    ResponseToolCall,
-    ResponseFinished,
-    ServiceWarning,
-)
-
-
-def dropped_with_turn(note: Note) -> int | None:
-    """The bot turn whose cancellation drops this note if it has not been sent yet: the
-    reply's own content. ``ResponseStarted`` and ``ResponseInterrupted`` are about the turn but
-    must reach the client even when it is cancelled, so they belong to none."""
-    return note.turn_id if isinstance(note, _TURN_CONTENT) else None
 
 
 # ----------------------------------------------------------------------------------- actions
@@ -433,12 +285,6 @@ class FlushStt:
     emits the user's last words without waiting for more real audio."""
 
     num_frames: int
-
-
-@dataclass(frozen=True)
-class ResetPausePrediction:
-    """Set the STT client's smoothed pause prediction to 0 (a new user turn has started, so a
-    stale high value must not end it after its first word)."""
 
 
 @dataclass(frozen=True)
@@ -484,6 +330,57 @@ class CloseSession:
     delay_s: float = 0.0
 
 
-Action = (
-    Notify | FlushStt | ResetPausePrediction | StartTurn | CancelTurn | SetRecording | CloseSession
-)
+Action = Notify | FlushStt | StartTurn | CancelTurn | SetRecording | CloseSession
+
+# The notes are defined in conversation/notes.py and exported from here too.
+__all__ = [
+    "Action",
+    "AudioCommitted",
+    "AudioReceived",
+    "CancelTurn",
+    "CloseSession",
+    "DrainStarted",
+    "Event",
+    "FailureKind",
+    "FlushStt",
+    "FunctionOutputAdded",
+    "LlmDone",
+    "LlmToolCall",
+    "LlmWord",
+    "Note",
+    "Notify",
+    "ResponseCancelRequested",
+    "ResponseFinished",
+    "ResponseInterrupted",
+    "ResponseRequested",
+    "ResponseSpec",
+    "ResponseStarted",
+    "ResponseTextComplete",
+    "ResponseToolCall",
+    "ResponseWordPlanned",
+    "ResponseWordSpoken",
+    "ServiceFailed",
+    "ServiceRetrying",
+    "ServiceWarning",
+    "SessionFailed",
+    "SessionUpdated",
+    "SetRecording",
+    "StartTurn",
+    "StatusReport",
+    "SttStep",
+    "SttWord",
+    "TokenUsage",
+    "TtsWordSpoken",
+    "TurnAdded",
+    "TurnAudioFinished",
+    "TurnDeleteRequested",
+    "TurnOptions",
+    "TurnOptionsChanged",
+    "UserSpeechStarted",
+    "UserSpeechStopped",
+    "UserTextAdded",
+    "UserTranscriptDelta",
+    "UserTurnEnded",
+    "dropped_with_turn",
+    "failure_kind",
+]

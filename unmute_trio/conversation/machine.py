@@ -17,23 +17,8 @@ machine's clock tick; the end of a flush is noticed on the STT step that passes 
 session layer forwards each audio frame to the STT *before* handing ``AudioReceived`` to the
 machine, so a ``FlushStt`` follows the frame in which the pause was seen, as in the original.
 
-Where we deliberately differ from the original:
-
-- an interrupted assistant turn keeps only the words whose audio was played, and the LLM
-  sees it with a trailing `` —`` (see ``transcript``), not the text it had planned;
-- ``speech_started`` is sent on the first real word of a user turn even when the turn was
-  opened by the silence marker (the original skipped it then);
-- the 0.7 temperature goes to the first assistant message, whoever spoke first (the original
-  used it only for the greeting);
-- the end of a flush starts the reply on the STT step that passes it, not on the next audio
-  frame; the greeting is never VAD-interrupted in the frame that starts it;
-- the silence timeout counts from the end of the bot's audio (the original restarted it one
-  wall-clock second later);
-- after a goodbye the machine is closed at once and ignores events during the close delay;
-- ``response.created`` carries the browser view of the chat (no system prompt, no empty
-  placeholder), like ``unmute.additional_outputs``;
-- status updates (``unmute.additional_outputs``) come at most once per second of received
-  audio, in every state, and are marked droppable for a busy client writer.
+Where it deliberately differs from the original (and why): docs/architecture.md, section 10
+("Turn-taking"). The states and transitions in full: section 5.
 """
 
 from __future__ import annotations
@@ -48,15 +33,14 @@ from unmute_trio.conversation.events import (
     AudioReceived,
     CancelTurn,
     CloseSession,
+    DrainStarted,
     Event,
-    FailureKind,
     FlushStt,
     FunctionOutputAdded,
     LlmDone,
     LlmToolCall,
     LlmWord,
     Notify,
-    ResetPausePrediction,
     ResponseCancelRequested,
     ResponseFinished,
     ResponseInterrupted,
@@ -89,34 +73,19 @@ from unmute_trio.conversation.events import (
     UserTranscriptDelta,
     UserTurnEnded,
 )
+from unmute_trio.conversation.messages import (
+    CANCELLED_BY_CLIENT,
+    GOODBYE_CLOSE_REASON,
+    GOODBYE_SUFFIX,
+    INTERRUPTED_BY_VAD,
+    INTERRUPTED_BY_WORD,
+    fatal_message,
+    retry_warning,
+)
+from unmute_trio.conversation.pause import PausePredictor
 from unmute_trio.conversation.policy import TurnTakingPolicy
 from unmute_trio.conversation.transcript import USER_SILENCE_MARKER, Transcript
-
-CLOSE_NORMAL = 1000
-CLOSE_INTERNAL_ERROR = 1011
-
-GOODBYE_SUFFIX = "bye!"
-GOODBYE_CLOSE_REASON = "The assistant said goodbye."
-INTERRUPTED_BY_WORD = "the user spoke over the bot"
-INTERRUPTED_BY_VAD = "voice activity while the bot was speaking"
-CANCELLED_BY_CLIENT = "the client cancelled the reply"
-
-
-def fatal_message(service: str, kind: FailureKind) -> str:
-    """The user-facing text of a fatal service failure (the original's wording for the first
-    two, which clients may display)."""
-    if kind == "capacity":
-        return f"Too many people are connected to service '{service}'. Please try again later."
-    if kind == "timeout":
-        return f"Service '{service}' timed out. Please try again later."
-    # The original said only "internal server error" here; naming the service tells the user
-    # (and whoever runs the server) where to look.
-    return f"Service '{service}' is not working right now. Please try again later."
-
-
-def retry_warning(service: str) -> str:
-    return f"Still looking for a free '{service}' server; the reply may be a bit late."
-
+from unmute_trio.protocol.close_codes import CloseCode
 
 _TurnEvent = LlmWord | LlmDone | LlmToolCall | TtsWordSpoken | TurnAudioFinished | ServiceRetrying
 
@@ -151,8 +120,8 @@ class ConversationMachine:
         self._voice: str | None = None
         self._recording: bool | None = None
         self._samples_received = 0
-        self._stt_time = self.policy.initial_stt_time
-        self._pause_prediction = 0.0
+        self._stt_steps = 0
+        self._pause = PausePredictor()
         self._flush_end_stt_time: float | None = None
         # Times on the audio clock are kept in samples, so comparisons are exact.
         self._waiting_since = 0
@@ -163,6 +132,7 @@ class ConversationMachine:
         self._options = TurnOptions(silence_timeout_s=self.policy.user_silence_timeout_s)
         # A reply the client asked for while the user's last words were still being flushed.
         self._requested: ResponseSpec | None = None
+        self._draining = False  # the server shuts down: no new reply
 
     # ------------------------------------------------------------------ read-only views
 
@@ -189,7 +159,13 @@ class ConversationMachine:
 
     @property
     def pause_prediction(self) -> float:
-        return self._pause_prediction
+        """The smoothed pause head (1.0 while the STT warms up)."""
+        return self._pause.value
+
+    @property
+    def stt_time(self) -> float:
+        """Seconds of input the STT has finished with: minus its delay, plus a frame a step."""
+        return self.policy.initial_stt_time + self._stt_steps * self.policy.stt_frame_s
 
     # ------------------------------------------------------------------ the one entry point
 
@@ -232,6 +208,9 @@ class ConversationMachine:
                 return [Notify(TurnAdded(key))]
             case TurnDeleteRequested():
                 return self._on_delete_requested(event.key)
+            case DrainStarted():
+                self._draining = True
+                return []
         raise TypeError(f"not a conversation event: {event!r}")
 
     # ------------------------------------------------------------------ handlers
@@ -278,13 +257,13 @@ class ConversationMachine:
         if (
             self._state is state.USER_SPEAKING
             and options.detect_turns
-            and self._pause_prediction > self.policy.pause_threshold
+            and self._pause.value > self.policy.pause_threshold
         ):
             actions += self._end_user_turn()
         elif (
             self._state is state.BOT_SPEAKING
             and options.barge_in
-            and self._pause_prediction < self.policy.vad_interrupt_threshold
+            and self._pause.value < self.policy.vad_interrupt_threshold
             and now > self._samples(self.policy.uninterruptible_by_vad_s)
         ):
             actions += self._interrupt(INTERRUPTED_BY_VAD)
@@ -294,12 +273,12 @@ class ConversationMachine:
         return actions + self._status_if_due()
 
     def _on_stt_step(self, event: SttStep) -> list[Action]:
-        self._stt_time = event.stt_time
-        self._pause_prediction = event.pause_prediction
+        self._stt_steps += 1
+        self._pause.update(event.prs)
         if (
             self._state is ConversationState.FLUSHING_STT
             and self._flush_end_stt_time is not None
-            and self._stt_time > self._flush_end_stt_time
+            and self.stt_time > self._flush_end_stt_time
         ):
             # The STT has now transcribed everything the user said before the pause.
             self._flush_end_stt_time = None
@@ -343,8 +322,8 @@ class ConversationMachine:
             # First word of this user turn. The pause prediction may still be high from the
             # silence before it; reset it so the turn is not ended after one word.
             self._user_turn_has_words = True
-            self._pause_prediction = 0.0
-            actions += [ResetPausePrediction(), Notify(UserSpeechStarted())]
+            self._pause.reset()
+            actions.append(Notify(UserSpeechStarted()))
         return actions
 
     def _on_turn_event(self, event: _TurnEvent) -> list[Action]:
@@ -399,7 +378,7 @@ class ConversationMachine:
             self._state = ConversationState.CLOSED
             actions.append(
                 CloseSession(
-                    code=CLOSE_NORMAL,
+                    code=CloseCode.NORMAL,
                     reason=GOODBYE_CLOSE_REASON,
                     delay_s=self.policy.goodbye_close_delay_s,
                 )
@@ -414,14 +393,14 @@ class ConversationMachine:
         self._bot_turn = None
         return [
             Notify(SessionFailed(message)),
-            CloseSession(code=CLOSE_INTERNAL_ERROR, reason=message),
+            CloseSession(code=CloseCode.INTERNAL_ERROR, reason=message),
         ]
 
     # ------------------------------------------------------------------ transitions
 
     def _end_user_turn(self) -> list[Action]:
         """The user is done (pause detected, or the client committed): flush the STT."""
-        self._flush_end_stt_time = self._stt_time + self.policy.stt_delay_s
+        self._flush_end_stt_time = self.stt_time + self.policy.stt_delay_s
         self._state = ConversationState.FLUSHING_STT
         return [Notify(UserSpeechStopped()), FlushStt(num_frames=self.policy.flush_frames)]
 
@@ -466,6 +445,12 @@ class ConversationMachine:
         return actions
 
     def _start_bot_turn(self, spec: ResponseSpec | None = None) -> list[Action]:
+        if self._draining:
+            # Not started, so never announced: the session closes once the reply being
+            # spoken (if any) is over.
+            self._state = ConversationState.WAITING_FOR_USER
+            self._waiting_since = self._samples_received
+            return []
         spec = spec or ResponseSpec()
         messages = self.transcript.llm_messages(spec.system_prompt or self._system_prompt)
         temperature = (
@@ -510,8 +495,8 @@ class ConversationMachine:
     def _status_note(self) -> StatusReport:
         debug: dict[str, Any] = {
             "conversation_state": self._state.value,
-            "stt_pause_prediction": self._pause_prediction,
-            "stt_time": self._stt_time,
+            "stt_pause_prediction": self._pause.value,
+            "stt_time": self.stt_time,
             "audio_received_s": self.audio_time_s,
             "tts_voice": self._voice or "none",
             "turn_id": self.active_turn_id,

@@ -1,4 +1,4 @@
-"""Every number that shapes turn-taking, in one place (contract 0.3).
+"""Every number that shapes turn-taking, in one place (docs/architecture.md §5).
 
 The machine never reads a clock: "now" is the amount of microphone audio received so far
 (samples ÷ sample rate), and the STT's own clock arrives inside ``SttStep`` events. So every

@@ -1,4 +1,4 @@
-"""System prompts for the six kinds of ``Instructions`` (contract 1.3), in our own words.
+"""System prompts for the six kinds of ``Instructions`` (docs/protocol.md), in our own words.
 
 A prompt is one fixed frame (how to talk in a voice call, languages, who we are, silence and
 goodbyes) around a part that depends on the kind. Building one is pure: randomness comes from

@@ -1,4 +1,4 @@
-"""The load generator: ``unmute-trio loadtest`` (contract 1.17, extended).
+"""The load generator: ``unmute-trio loadtest`` (docs/benchmarks.md, extended).
 
 Simulated users hold real voice conversations with a server over ``/v1/realtime``: Ogg/Opus
 speech-like audio paced at real time (:mod:`.microphone`), turn by turn (:mod:`.conversation`),

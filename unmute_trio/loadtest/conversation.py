@@ -1,5 +1,5 @@
 """One simulated user holding one conversation: greeting, then ``turns`` times speak and hear
-the reply, like the original's load test (contract 1.17) but reacting to real playback.
+the reply, like the original's load test (docs/benchmarks.md) but reacting to real playback.
 
 ```
 conversation                     (VoiceClient nursery: the receive loop)

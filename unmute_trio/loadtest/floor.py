@@ -14,7 +14,8 @@ first bot audio frame) is the sum of
 
 Items 1 and 2 are computed here exactly, by replaying the same pure models the simulators and
 the server run (:class:`~unmute_trio.testing.speech.SimulatedAsr`,
-:class:`~unmute_trio.pause.PausePredictor`, :func:`~unmute_trio.testing.llm_sim.split_tokens`,
+:class:`~unmute_trio.conversation.pause.PausePredictor`,
+:func:`~unmute_trio.testing.llm_sim.split_tokens`,
 :class:`~unmute_trio.protocol.words.WordChunker`) on the audio and reply of the turn. Item 3 is
 the **backend-added latency**: ``voice_to_voice - floor``. It is an upper bound of the server's
 own contribution, since it also holds loopback hops and the simulators' processing.
@@ -32,9 +33,9 @@ import math
 
 import sphn
 
+from unmute_trio.conversation.pause import PausePredictor
 from unmute_trio.conversation.policy import TurnTakingPolicy
 from unmute_trio.loadtest.microphone import PAGE_S, PAGE_SAMPLES, EncodedMicrophone, OggStream
-from unmute_trio.pause import PausePredictor
 from unmute_trio.protocol.moshi import SAMPLE_RATE, SAMPLES_PER_FRAME, Step, Word
 from unmute_trio.protocol.words import WordChunker
 from unmute_trio.testing.llm_sim import LlmSimConfig, split_tokens

@@ -1,7 +1,7 @@
 """The load test's results: per-turn timings, per-conversation results, the whole report, and
 the summary statistics of each latency series. Pydantic models, so a report is one JSON file.
 
-Latency definitions (the original's load test, contract 1.17, plus our own):
+Latency definitions (the original's load test, docs/benchmarks.md, plus our own):
 
 - ``stt_latency``: first user transcription delta − start of the user's audio;
 - ``vad_latency``: ``response.created`` − end of the user's audio;

@@ -1,8 +1,8 @@
-"""Browser ⇄ server events (contract 0.1): OpenAI-Realtime-style JSON with Unmute extensions.
+"""Browser ⇄ server events (docs/protocol.md): OpenAI-Realtime-style JSON with Unmute extensions.
 
 Every event has ``type`` and ``event_id``; a missing ``event_id`` gets a fresh
 ``event_<21 alphanumerics>``. Client events are parsed with :func:`parse_client_event`, server
-events serialised with :func:`encode_server_event`. Names are the Realtime API *beta* names
+events serialised with :func:`encode_event`. Names are the Realtime API *beta* names
 (``response.audio.delta``), which is what Unmute and its frontend use.
 """
 
@@ -15,13 +15,31 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
+from unmute_trio.protocol import json_limits
 from unmute_trio.protocol.errors import WireFormatError
-from unmute_trio.protocol.instructions import Instructions
+from unmute_trio.protocol.instructions import ConstantInstructions, Instructions
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 # Event ids only need to be distinct, not secret; one choices() call per event instead of 21
 # calls into the OS (profiled at ~4% of server CPU under load).
 _ID_RNG = random.Random()
+
+# Longest client strings of this dialect (docs/protocol.md). Frames are also bounded as a whole
+# (json_limits.MAX_FRAME_CHARS, 1 MiB): that bounds the base64 audio of an append.
+# A `constant` character's text goes into the system prompt of every LLM request of the
+# session. The built-in characters' texts are under 1,000 characters; 20,000 (about 5,000
+# tokens) leaves room for any hand-written character while keeping a client from making every
+# request of its session megabytes long. The OpenAI dialect allows 65,536 for its instructions,
+# a free-form system prompt rather than a character brief.
+MAX_INSTRUCTIONS_CHARS = 20_000
+# The voice is sent to the TTS in its URL's query string, percent-encoded (up to 12 bytes per
+# character). Real names are under 100 characters (voices.yaml paths, custom:<uuid>); 256 keeps
+# the TTS request line under 4 KB, well below the 8 KB limit of common servers and proxies.
+MAX_VOICE_CHARS = 256
+# Ids only need to be distinct; the OpenAI dialect's limit (openai_session.MAX_ID_CHARS).
+MAX_EVENT_ID_CHARS = 512
+# Longest JSON path quoted in an error: the keys of unknown fields are the client's own text.
+_MAX_SHOWN_PATH_CHARS = 200
 
 
 def random_event_id() -> str:
@@ -182,21 +200,71 @@ _SERVER_ADAPTER: TypeAdapter[ServerEvent] = TypeAdapter(ServerEvent)
 def parse_client_event(text: str | bytes) -> ClientEvent:
     """Parse one WebSocket text frame from a client.
 
-    Raises :class:`WireFormatError` for a binary frame, invalid JSON or an invalid event; its
-    ``details`` say what was wrong (pydantic's error list, without echoing the input back).
+    Raises :class:`WireFormatError` for a binary frame, invalid JSON, a frame over a limit of
+    :mod:`.json_limits` (shared with the OpenAI dialect: size, nesting, lone surrogates, integer
+    length), an invalid event, or a string over its limit above; its ``details`` say what was
+    wrong (pydantic's error list, or one entry in its shape, without echoing the input back).
     """
     if isinstance(text, bytes):
         raise WireFormatError("Binary frames are not supported: send JSON events as text frames")
     try:
-        data = json.loads(text)
+        data = json_limits.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise WireFormatError(f"Invalid JSON: {e}", {"position": getattr(e, "pos", None)}) from e
+    except json_limits.JsonLimitError as e:
+        raise _limit_error(e) from None
     if not isinstance(data, dict):
         raise WireFormatError("An event must be a JSON object", {"got": type(data).__name__})
     try:
-        return _CLIENT_ADAPTER.validate_python(data)
+        json_limits.check_tree(data)
+    except json_limits.JsonLimitError as e:
+        raise _limit_error(e) from None
+    try:
+        event = _CLIENT_ADAPTER.validate_python(data)
     except ValidationError as e:
         raise WireFormatError.from_validation("client event", e) from e
+    _check_lengths(event)
+    return event
+
+
+def _check_lengths(event: ClientEvent) -> None:
+    """Refuse a client string over its limit, naming the field (the limits are above)."""
+    _check_length(("event_id",), event.event_id, MAX_EVENT_ID_CHARS)
+    if isinstance(event, SessionUpdate):
+        config = event.session
+        _check_length(("session", "voice"), config.voice, MAX_VOICE_CHARS)
+        if isinstance(config.instructions, ConstantInstructions):
+            path = ("session", "instructions", "text")
+            _check_length(path, config.instructions.text, MAX_INSTRUCTIONS_CHARS)
+
+
+def _check_length(path: tuple[str, ...], value: str | None, limit: int) -> None:
+    if value is None or len(value) <= limit:
+        return
+    field = json_limits.format_path(path)
+    raise WireFormatError(
+        f"Invalid client event: '{field}' is {len(value)} characters long; the limit is {limit}",
+        [
+            {
+                "type": "string_too_long",
+                "loc": list(path),
+                "msg": f"String should have at most {limit} characters",
+            }
+        ],
+    )
+
+
+def _limit_error(error: json_limits.JsonLimitError) -> WireFormatError:
+    """A frame over a limit of :mod:`.json_limits`, in this dialect's words: the message names
+    the offending field when its path is short enough to quote; ``details`` has the shape of
+    pydantic's errors (``type``, ``loc``, ``msg``), as for other invalid events."""
+    field = json_limits.format_path(error.path)
+    shown = field if field and len(field) <= _MAX_SHOWN_PATH_CHARS else None
+    where = f" (at '{shown}')" if shown else ""
+    text = error.message.rstrip(".")
+    message = f"Invalid client event{where}: {text[:1].lower()}{text[1:]}"
+    detail = {"type": error.code, "loc": list(error.path) if shown else [], "msg": error.message}
+    return WireFormatError(message, [detail])
 
 
 def parse_server_event(text: str | bytes) -> ServerEvent:

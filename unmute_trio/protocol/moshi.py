@@ -1,4 +1,4 @@
-"""moshi-server 0.6.4 messages (contract section 2): STT ``/api/asr-streaming`` and TTS
+"""moshi-server 0.6.4 messages (docs/services.md): STT ``/api/asr-streaming`` and TTS
 ``/api/tts_streaming``, msgpack in both directions.
 
 moshi-server serialises with ``rmp_serde`` struct-as-map and an internal ``type`` tag, so every

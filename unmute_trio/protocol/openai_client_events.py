@@ -6,14 +6,16 @@ with ``unsupported_event`` (see docs/openai-realtime.md). Every event may carry 
 
 Decoding never raises for bad input: a frame that is not a valid event becomes a
 :class:`~unmute_trio.protocol.openai_errors.ClientEventError` value (a bug in this module still
-raises). Limits, checked before any model sees the data:
+raises). Limits, checked before any model sees the data (by :mod:`.json_limits`, shared with
+the Unmute dialect):
 
 - a frame longer than :data:`MAX_FRAME_CHARS` characters is refused unparsed;
 - JSON nested deeper than :data:`MAX_JSON_DEPTH` is refused (a pathological ``[[[[...`` that
   exhausts the JSON parser's recursion is reported the same way, not raised);
 - a string holding a lone UTF-16 surrogate (``"\\ud800"``) is refused: it cannot be encoded as
   UTF-8, so it would break the LLM request or the log line that carries it later;
-- field lengths (instructions, message text, ids, tools) are bounded by the models.
+
+and after them, field lengths (instructions, message text, ids, tools) are bounded by the models.
 
 Unknown fields are refused (``unknown_parameter``) in every event, as OpenAI does, except inside
 the opaque objects a client owns (a tool's JSON-Schema ``parameters``, ``metadata``).
@@ -22,35 +24,32 @@ the opaque objects a client owns (a tool's JSON-Schema ``parameters``, ``metadat
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError
 
+from unmute_trio.protocol.json_limits import MAX_FRAME_CHARS as MAX_FRAME_CHARS
+from unmute_trio.protocol.json_limits import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from unmute_trio.protocol.json_limits import (
+    JsonLimitError,
+    check_tree,
+    format_path,
+    has_lone_surrogate,
+    loads,
+)
 from unmute_trio.protocol.openai_errors import (
-    FRAME_TOO_LARGE,
     INVALID_FRAME,
     INVALID_JSON,
-    INVALID_STRING,
     INVALID_TYPE,
     INVALID_VALUE,
     MISSING_REQUIRED_PARAMETER,
-    NESTING_TOO_DEEP,
     UNSUPPORTED_EVENT,
     ClientEventError,
     error_from_validation,
-    format_path,
 )
 from unmute_trio.protocol.openai_items import MAX_CONTENT_PARTS, ItemInput
 from unmute_trio.protocol.openai_response_config import ResponseParams
 from unmute_trio.protocol.openai_session import MAX_ID_CHARS, Id, SessionPatch, StrictModel
-
-# The WebSocket route's own frame limit (web.realtime.MAX_CLIENT_FRAME_BYTES, 1 MiB); repeated
-# here so the codec holds the bound even when driven without that route. 1 MiB of base64 is
-# 16 s of 24 kHz PCM16 in one append; clients send 20-100 ms chunks.
-MAX_FRAME_CHARS = 1_048_576
-# Real events nest 6 deep, a tool's JSON Schema a few more; 64 leaves room for any honest schema.
-MAX_JSON_DEPTH = 64
 
 
 class _ClientEvent(StrictModel):
@@ -154,8 +153,6 @@ UNSUPPORTED_EVENTS = {
     ),
 }
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
 
 def parse_client_event(text: str | bytes) -> ClientEvent | ClientEventError:
     """Decode one WebSocket frame from a client into an event, or say why it is not one."""
@@ -163,27 +160,21 @@ def parse_client_event(text: str | bytes) -> ClientEvent | ClientEventError:
         return ClientEventError(
             INVALID_FRAME, "Binary frames are not supported: send JSON events as text frames."
         )
-    if len(text) > MAX_FRAME_CHARS:
-        return ClientEventError(
-            FRAME_TOO_LARGE,
-            f"The event is {len(text)} characters long; the limit is {MAX_FRAME_CHARS}."
-            " Send audio in smaller chunks.",
-        )
     try:
-        data = json.loads(text)
+        data = loads(text)
     except json.JSONDecodeError as e:
         return ClientEventError(
             INVALID_JSON, f"Invalid JSON: {e.msg} (line {e.lineno}, column {e.colno})."
         )
-    except RecursionError:
-        return ClientEventError(NESTING_TOO_DEEP, _nesting_message())
+    except JsonLimitError as e:
+        return ClientEventError(e.code, e.message)
     if not isinstance(data, dict):
         return ClientEventError(INVALID_TYPE, "An event must be a JSON object.")
     event_id = _readable_event_id(data.get("event_id"))
-    problem = _tree_problem(data)
-    if problem is not None:
-        code, message, path = problem
-        return ClientEventError(code, message, format_path(path) or None, event_id)
+    try:
+        check_tree(data)
+    except JsonLimitError as e:
+        return ClientEventError(e.code, e.message, format_path(e.path) or None, event_id)
     kind = data.get("type")
     if kind is None:
         return ClientEventError(
@@ -204,7 +195,7 @@ def parse_client_event(text: str | bytes) -> ClientEvent | ClientEventError:
 
 def _readable_event_id(value: Any) -> str | None:
     ok = isinstance(value, str) and 0 < len(value) <= MAX_ID_CHARS
-    return value if ok and (value.isascii() or not _SURROGATE.search(value)) else None
+    return value if ok and not has_lone_surrogate(value) else None
 
 
 def _unknown_type(kind: str, event_id: str | None) -> ClientEventError:
@@ -217,41 +208,4 @@ def _unknown_type(kind: str, event_id: str | None) -> ClientEventError:
         f"Invalid value: '{shown}'. Supported values are: {supported}.",
         "type",
         event_id,
-    )
-
-
-def _nesting_message() -> str:
-    return f"The event nests deeper than {MAX_JSON_DEPTH} levels of objects and arrays."
-
-
-def _tree_problem(data: dict[str, Any]) -> tuple[str, str, tuple[str | int, ...]] | None:
-    """The first nesting or lone-surrogate problem in a decoded event, with its path.
-
-    Iterative, so a deep event cannot exhaust the stack here either. ``str.isascii`` is O(1)
-    in CPython, so a large base64 audio string costs nothing to check.
-    """
-    stack: list[tuple[Any, int, tuple[str | int, ...]]] = [(data, 1, ())]
-    while stack:
-        node, depth, path = stack.pop()
-        if isinstance(node, dict):
-            if depth > MAX_JSON_DEPTH:
-                return NESTING_TOO_DEEP, _nesting_message(), ()
-            for key, value in node.items():
-                if not key.isascii() and _SURROGATE.search(key):
-                    # The key itself cannot go into the message: it is not encodable.
-                    return INVALID_STRING, _surrogate_message("A key"), path
-                stack.append((value, depth + 1, (*path, key)))
-        elif isinstance(node, list):
-            if depth > MAX_JSON_DEPTH:
-                return NESTING_TOO_DEEP, _nesting_message(), ()
-            stack.extend((value, depth + 1, (*path, i)) for i, value in enumerate(node))
-        elif isinstance(node, str) and not node.isascii() and _SURROGATE.search(node):
-            return INVALID_STRING, _surrogate_message("The string"), path
-    return None
-
-
-def _surrogate_message(what: str) -> str:
-    return (
-        f"{what} contains a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape),"
-        " which is not valid Unicode text."
     )

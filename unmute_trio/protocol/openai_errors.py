@@ -11,22 +11,22 @@ on, as OpenAI does. The ``code`` strings follow OpenAI's where it has one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from unmute_trio.protocol.json_limits import format_path as format_path  # re-exported
+
 # Longest pydantic message quoted in an error: a few of them repeat the client's value.
 MAX_DETAIL_CHARS = 200
 
 # Codes of our own (OpenAI has no equivalent, or none documented).
+# frame_too_large, nesting_too_deep and invalid_string (a lone UTF-16 surrogate) are in
+# protocol.json_limits, whose checks both dialects share.
 INVALID_FRAME = "invalid_frame"  # a binary WebSocket frame
-FRAME_TOO_LARGE = "frame_too_large"
 INVALID_JSON = "invalid_json"
-NESTING_TOO_DEEP = "nesting_too_deep"
-INVALID_STRING = "invalid_string"  # a lone UTF-16 surrogate (\ud800 escape)
 UNSUPPORTED_EVENT = "unsupported_event"  # a GA event this server does not implement
 UNSUPPORTED_PARAMETER = "unsupported_parameter"  # a GA field this server cannot honour
 UNSUPPORTED_VALUE = "unsupported_value"  # a GA value this server cannot honour
@@ -78,17 +78,6 @@ class ClientEventError:
     param: str | None = None
     event_id: str | None = None  # the client's, when it could be read
     type: Literal["invalid_request_error"] = "invalid_request_error"
-
-
-def format_path(loc: Sequence[str | int]) -> str:
-    """``("session", "tools", 2, "name")`` → ``session.tools[2].name``."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
 
 
 def error_from_validation(

@@ -1,4 +1,4 @@
-"""Text cleaning before it is sent to the TTS (contract 0.5). Pure.
+"""Text cleaning before it is sent to the TTS (docs/services.md). Pure.
 
 LLM output contains Markdown emphasis and typographic quotes that the TTS would either read out
 or choke on. The rules are the original's: strip surrounding whitespace; delete ``*``, ``_`` and

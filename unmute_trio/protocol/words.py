@@ -1,4 +1,4 @@
-"""Re-segment a stream of LLM text deltas into whole words for the TTS (contract 1.2).
+"""Re-segment a stream of LLM text deltas into whole words for the TTS (docs/services.md).
 
 LLM tokens cut words anywhere (``"hel"``, ``"lo"``); a streaming TTS given half a word
 mispronounces it, so words are passed on only once the whitespace after them has arrived.

@@ -1,4 +1,4 @@
-"""Finding a service instance with a free slot (contract 1.5).
+"""Finding a service instance with a free slot (docs/services.md).
 
 moshi-server instances have a fixed number of slots and say so only when one connects
 (``Error("no free channels")``). :func:`open_service` therefore resolves the service's host

@@ -1,4 +1,4 @@
-"""Health of the four services, as ``GET /v1/health`` reports it (contract 0.2).
+"""Health of the four services, as ``GET /v1/health`` reports it (docs/protocol.md).
 
 STT, TTS and voice cloning are probed at ``GET <http url>/api/build_info``; the LLM at
 ``GET <url>/v1/models`` with ``Authorization`` only when a key is configured (the original sent

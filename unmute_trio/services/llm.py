@@ -16,6 +16,9 @@ Usage (one bot reply)::
 Failures are raised as :mod:`unmute_trio.errors` with service ``"llm"``: connection refused or
 reset → ServiceDisconnected, connect/read timeout → ServiceTimeout, HTTP error status or a
 broken event stream → ServiceProtocolError (:class:`LLMConfigError` for an ambiguous model).
+A stream whose body ends before the reply does (no chunk with a ``finish_reason`` and no
+``data: [DONE]``: the server or a proxy cut it short) → ServiceDisconnected, so a truncated
+reply is never taken for a whole one.
 """
 
 from __future__ import annotations
@@ -180,7 +183,7 @@ class LLMClient:
         max_tokens: int | None = None,
         outcome: ReplyOutcome | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
-        """Stream the reply to ``messages`` as whole words (contract 1.2 re-chunking).
+        """Stream the reply to ``messages`` as whole words (docs/services.md re-chunking).
 
         The first word has no leading space unless the LLM sent one; later words start with
         ``" "``. The request runs in a background task reading at most :data:`WORD_BUFFER` words
@@ -301,6 +304,13 @@ class LLMClient:
                             await emit(chunker.feed(delta))
                         if data is None:
                             break
+                    if not parser.done and parser.finish_reason is None:
+                        # Either one marks a finished reply; a body ending without both was cut.
+                        raise ServiceDisconnected(
+                            SERVICE,
+                            f"the reply stream from {url} ended early, after {num_words} words,"
+                            " without a finish_reason or data: [DONE]",
+                        )
                     await emit(chunker.finish())
                     if outcome is not None:
                         for call in parser.tool_calls:

@@ -1,4 +1,4 @@
-"""The WebSocket plumbing shared by the moshi-server STT and TTS clients (contract 2.1).
+"""The WebSocket plumbing shared by the moshi-server STT and TTS clients (docs/services.md).
 
 :func:`open_moshi_socket` connects, upgrades with the ``kyutai-api-key`` header, waits for the
 ``Ready``/``Error`` handshake under one deadline, and yields a :class:`MoshiSocket` that sends
@@ -11,7 +11,8 @@ trio-websocket / OS / decoder                 raised as
 HTTP rejection of the upgrade (401, ...)      ``ServiceProtocolError`` (detail names status)
 ``Error("no free channels")`` before Ready    ``ServiceAtCapacity``
 connect + upgrade + Ready over the deadline   ``ServiceTimeout``
-refused, reset, TLS failure, closed, dropped  ``ServiceDisconnected``
+refused, reset, TLS failure, closed, dropped  ``ServiceDisconnected`` (at once, also when the
+                                              server closes before answering the upgrade)
 undecodable message, text frame, other Error  ``ServiceProtocolError``
 ============================================  =============================================
 
@@ -24,8 +25,10 @@ server that may be slow. Closing a trio socket takes effect before any checkpoin
 works under cancellation too and needs no shield; the server sees the disconnect and frees its
 slot (the original leaked the socket when its handshake was cancelled).
 
-Known limit: a server that drops the TCP connection in the middle of the HTTP upgrade is seen
-as a handshake timeout (trio-websocket keeps waiting for the upgrade answer until the deadline).
+A server that closes (or resets) the connection before its answer to the HTTP upgrade is
+complete is reported as ``ServiceDisconnected`` at once, and one that refuses the upgrade with
+a body ended by closing the connection as ``ServiceProtocolError``: trio-websocket itself would
+keep waiting for the upgrade until the deadline (:class:`_UpgradeWatch`).
 
 Connecting to one address of a multi-address service (see ``services.discovery``): ``address``
 is the IP to dial, while the ``Host`` header and the TLS server name stay those of the URL, so
@@ -167,7 +170,7 @@ async def open_moshi_socket(
                         stream = await _open_stream(service, url, address)
                         ws = await trio_websocket.wrap_client_stream(
                             nursery,
-                            stream,  # type: ignore[arg-type]  # SocketStream or SSLStream
+                            _UpgradeWatch(service, url, stream),  # type: ignore[arg-type]  # a Stream is all it uses
                             _host_header(url),
                             _request_target(url),
                             extra_headers=[(API_KEY_HEADER, api_key.encode())],
@@ -195,6 +198,99 @@ async def open_moshi_socket(
         if len(leaves) != 1:
             raise  # only cancellation (trio handles it), or several failures: a bug, keep all
         _reraise(_translate_reader_error(service, url, leaves[0]))
+
+
+class _UpgradeWatch(trio.abc.Stream):
+    """The TCP (or TLS) stream as trio-websocket sees it, watching the answer to the upgrade.
+
+    trio-websocket waits for that answer on an event only its reader task sets; when the
+    connection ends before the answer, the reader task returns quietly and the wait lasts until
+    our handshake deadline. So, until the answer's head (up to its blank line) has arrived, an
+    end of stream or a broken connection (also when sending the request) is raised from here as
+    ``ServiceDisconnected``, which ends the reader task, and with it the handshake, at once.
+    After a ``101`` head, bytes pass through untouched: trio-websocket reports a close as
+    ``ConnectionClosed``, which :meth:`MoshiSocket.receive` translates. After a refusal's head
+    (another status), the end of a body that lasts until the connection closes is raised as
+    ``ServiceProtocolError`` naming the status, which trio-websocket would also wait for in
+    vain.
+    """
+
+    # An upgrade answer's head is a few hundred bytes; past this, stop watching (the HTTP
+    # parser refuses such a head anyway).
+    MAX_HEAD_BYTES = 16 * 1024
+
+    def __init__(self, service: str, url: str, stream: trio.abc.Stream) -> None:
+        self._service = service
+        self._url = url
+        self._stream = stream
+        self._head = bytearray()
+        self._watching = True
+        self._refused_with: int | None = None  # the status of a refusal's head
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._watching:
+            await self._stream.send_all(data)
+            return
+        try:  # the upgrade request, to a server that may already have closed
+            await self._stream.send_all(data)
+        except trio.BrokenResourceError as e:
+            raise ServiceDisconnected(
+                self._service, f"connection lost during the WebSocket upgrade at {self._url}"
+            ) from e
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        if not self._watching:
+            return await self._stream.receive_some(max_bytes)
+        try:
+            data = await self._stream.receive_some(max_bytes)
+        except trio.BrokenResourceError as e:
+            if self._refused_with is not None:
+                raise self._refusal() from e
+            raise ServiceDisconnected(
+                self._service, f"connection lost during the WebSocket upgrade at {self._url}"
+            ) from e
+        if not data:
+            if self._refused_with is not None:
+                raise self._refusal()
+            raise ServiceDisconnected(
+                self._service,
+                f"the server closed the connection before answering the upgrade at {self._url}",
+            )
+        if self._refused_with is None:
+            self._read_head(data)
+        return data
+
+    def _read_head(self, data: bytes | bytearray) -> None:
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0:
+            end = self._head.find(b"\n\n")
+        if end < 0:
+            if len(self._head) > self.MAX_HEAD_BYTES:
+                self._watching = False
+            return
+        status_line = bytes(self._head).split(b"\n", 1)[0].split()
+        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+        self._head = bytearray()
+        if 100 <= status < 200:
+            # 101: upgraded. Another informational head (rare before a 101): leave the rest to
+            # trio-websocket, as before.
+            self._watching = False
+        else:
+            self._refused_with = status
+
+    def _refusal(self) -> ServiceProtocolError:
+        return ServiceProtocolError(
+            self._service,
+            f"the server refused the WebSocket upgrade with HTTP {self._refused_with} at"
+            f" {self._url}",
+        )
 
 
 async def _expect_ready(socket: MoshiSocket[M]) -> None:

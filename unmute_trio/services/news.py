@@ -1,4 +1,4 @@
-"""Technology headlines for the ``news`` instructions kind (contract 1.3), from newsapi.org.
+"""Technology headlines for the ``news`` instructions kind (docs/protocol.md), from newsapi.org.
 
 ``GET {base_url}/v2/everything?sources=the-verge`` with the key in the ``Authorization``
 header, as the original. Differences from the original, which fetched synchronously without a

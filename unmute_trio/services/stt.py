@@ -1,11 +1,10 @@
-"""Client of the moshi-server streaming speech-to-text (``/api/asr-streaming``, contract 0.4, 2.2).
+"""Client of the moshi-server streaming speech-to-text (``/api/asr-streaming``, docs/services.md).
 
 Usage (one task sends, another receives)::
 
     async with connect_stt(settings.stt_url, api_key=settings.kyutai_api_key) as stt:
         await stt.send_audio(pcm)             # any length; sent as whole 1920-sample frames
         message = await stt.receive()         # Word | EndWord | Step | Marker
-        stt.current_time, stt.pause_prediction
 
 API
 - :func:`connect_stt` ``(url, *, address=None, api_key="public_token", handshake_timeout_s=0.5)``:
@@ -18,12 +17,13 @@ API
   two messages per step). At most 1919 samples stay buffered between calls.
 - :meth:`SpeechToText.send_silence_frames`: appends ``n × 1920`` zeros to the stream at once
   (the flush after a detected pause); the frames go out back to back.
-- :meth:`SpeechToText.receive`: the next ``Word``, ``EndWord``, ``Step`` or ``Marker``. Each
-  ``Step`` advances :attr:`~SpeechToText.current_time` by 80 ms (it starts at −0.5 s, the
-  model's delay) and updates :attr:`~SpeechToText.pause_prediction`. The STT never ends a
-  stream by itself, so any close raises ``ServiceDisconnected``.
+- :meth:`SpeechToText.receive`: the next ``Word``, ``EndWord``, ``Step`` or ``Marker``; a
+  ``Step`` whose pause heads are malformed is a ``ServiceProtocolError``. What the Steps mean
+  (the STT clock, the smoothed pause prediction) is the conversation core's business
+  (``conversation/machine.py``, ``conversation/pause.py``). The STT never ends a stream by
+  itself, so any close raises ``ServiceDisconnected``.
 
-Metrics (contract 1.6): ``worker_stt_sessions`` and ``worker_stt_active_sessions`` on Ready;
+Metrics (docs/services.md): ``worker_stt_sessions`` and ``worker_stt_active_sessions`` on Ready;
 ``worker_stt_sent_frames`` per Audio message; ``worker_stt_recv_frames`` per Step;
 ``worker_stt_recv_words`` (words in each Word); ``worker_stt_ttft`` (first Step after the first
 audio); at close, if audio was sent, ``worker_stt_session_duration`` (from the first audio),
@@ -39,13 +39,11 @@ import numpy as np
 import trio
 
 from unmute_trio import metrics
+from unmute_trio.conversation.pause import check_prs
 from unmute_trio.errors import ServiceDisconnected, ServiceProtocolError
-from unmute_trio.pause import PausePredictor
 from unmute_trio.protocol.moshi import (
-    FRAME_TIME_S,
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
-    STT_DELAY_S,
     Audio,
     EndWord,
     Error,
@@ -78,31 +76,15 @@ class SpeechToText:
         self._pending_len = 0
         self._silence_frame = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
         self._sending = False
-        self._current_time = -STT_DELAY_S
-        self._pause = PausePredictor()
         self.sent_samples = 0
         self.received_words = 0
         self._first_audio_at: float | None = None
         self._first_step_seen = False
 
     @property
-    def current_time(self) -> float:
-        """Seconds of input audio the model has finished with: −0.5 + 0.08 × Steps received."""
-        return self._current_time
-
-    @property
-    def pause_prediction(self) -> float:
-        """Smoothed probability that the user has paused (1.0 until the warm-up is over)."""
-        return self._pause.value
-
-    @property
     def buffered_samples(self) -> int:
         """Samples waiting in the re-chunking buffer for a full frame (always < 1920)."""
         return self._pending_len
-
-    def reset_pause_prediction(self) -> None:
-        """Force the pause prediction to 0 ("speaking"), e.g. on the first word of a turn."""
-        self._pause.reset()
 
     async def send_audio(self, pcm: np.ndarray) -> None:
         """Queue 24 kHz mono samples; every complete 1920-sample frame is sent now."""
@@ -168,13 +150,12 @@ class SpeechToText:
             # Ready again: harmless, nothing to report.
 
     def _on_step(self, step: Step) -> None:
-        self._current_time += FRAME_TIME_S
         metrics.STT_RECV_FRAMES.inc()
         if not self._first_step_seen and self._first_audio_at is not None:
             self._first_step_seen = True
             metrics.STT_TTFT.observe(trio.current_time() - self._first_audio_at)
         try:
-            self._pause.update(step.prs)
+            check_prs(step.prs)
         except ValueError as e:
             raise ServiceProtocolError(SERVICE, f"bad Step: {e}") from None
 

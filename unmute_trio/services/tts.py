@@ -1,4 +1,4 @@
-"""Client of the moshi-server streaming text-to-speech (``/api/tts_streaming``, contract 0.5, 2.3).
+"""Client of the moshi-server streaming text-to-speech (``/api/tts_streaming``, docs/services.md).
 
 Usage (one task sends, another receives)::
 
@@ -24,7 +24,7 @@ API
 
 Pacing audio to real time is the session's job; this client hands messages over as they come.
 
-Metrics (contract 1.6): ``worker_tts_sessions`` and ``worker_tts_active_sessions`` on Ready;
+Metrics (docs/services.md): ``worker_tts_sessions`` and ``worker_tts_active_sessions`` on Ready;
 ``worker_tts_sent_frames`` per non-empty Text; ``worker_tts_recv_frames`` per Audio;
 ``worker_tts_recv_words`` per Text received; ``worker_tts_ttft`` (first Audio after the first
 Text); at close ``worker_tts_audio_duration`` and, if text was sent,
@@ -83,10 +83,6 @@ class TextToSpeech:
         self.received_samples = 0
         self._first_text_at: float | None = None
         self._first_audio_seen = False
-
-    @property
-    def eos_sent(self) -> bool:
-        return self._eos_sent
 
     async def send_text(self, text: str) -> bool:
         """Clean ``text`` and send it; return False (and send nothing) if nothing is left."""

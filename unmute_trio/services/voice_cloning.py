@@ -1,4 +1,4 @@
-"""Client of the voice-cloning service (moshi-server ``PyPost`` module, contract 1.13 and 2.4).
+"""Client of the voice-cloning service (moshi-server ``PyPost`` module, docs/services.md).
 
 ``POST <url>/api/voice`` with the raw uploaded bytes; the answer is a msgpack ``Voice`` message
 that is later sent verbatim to the TTS as its first message. We decode it once here so that a

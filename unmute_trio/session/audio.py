@@ -2,10 +2,10 @@
 
 Both directions are one streaming sphn object per session at 24 kHz mono, used from a single
 task and called inline on the trio thread: an 80 ms frame costs a fraction of a millisecond,
-less than a hop to a worker thread (stack notes §3).
+less than a hop to a worker thread (measured: docs/benchmarks.md).
 
-Input (:class:`OpusInput`) follows contract 0.2 / 3.4-3.5: the browser sends each Ogg page of its
-encoder as one ``input_audio_buffer.append`` (base64). Its WebSocket library replays messages
+Input (:class:`OpusInput`, docs/protocol.md): the browser sends each Ogg page of its encoder as
+one ``input_audio_buffer.append`` (base64). Its WebSocket library replays messages
 queued during an earlier connection, so input is ignored until a page that begins a new logical
 stream (the Ogg beginning-of-stream flag). Unlike the original, the Ogg page framing is checked
 here before any byte reaches the decoder, because sphn's reader, once given non-Ogg bytes, fails

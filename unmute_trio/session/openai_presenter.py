@@ -31,7 +31,7 @@ from unmute_trio.conversation.events import (
     UserTranscriptDelta,
     UserTurnEnded,
 )
-from unmute_trio.conversation.machine import CANCELLED_BY_CLIENT
+from unmute_trio.conversation.messages import CANCELLED_BY_CLIENT
 from unmute_trio.protocol.g711 import InputAudioDecoder, OutputAudioEncoder
 from unmute_trio.protocol.moshi import SAMPLE_RATE
 from unmute_trio.protocol.openai_event_builder import PartRef, ServerEvents

@@ -1,4 +1,4 @@
-"""Release bot audio and words on the playback clock (contract 0.5).
+"""Release bot audio and words on the playback clock (docs/services.md).
 
 The TTS produces audio faster than real time. Audio frames are released at most
 :data:`AUDIO_LEAD_S` (4 frames, 320 ms) ahead of playback, which keeps the browser's buffer

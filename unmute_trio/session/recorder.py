@@ -1,4 +1,4 @@
-"""Session recordings (contract 1.7): the events of one session as JSON Lines on disk.
+"""Session recordings (docs/protocol.md): the events of one session as JSON Lines on disk.
 
 Enabled only when ``KYUTAI_RECORDINGS_DIR`` is set (``Settings.recordings_dir``). One file per
 session, ``{dir}/{YYYY-MM-DD_HH-MM-SS}_{4 hex chars}.jsonl`` (local time at session start), one
@@ -121,14 +121,18 @@ class Recorder:
         Raises ``ValueError`` for an ``input_audio_buffer.append`` event: user audio is never
         recorded, record ``unmute.input_audio_buffer.append_anonymized`` instead.
         """
+        if isinstance(event, BaseModel):
+            self.record_json(sender, getattr(event, "type", None), event.model_dump_json())
+        else:
+            data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
+            self.record_json(sender, event.get("type"), data)
+        if sender == "client" and _refuses_recording(event):
+            self.delete()
+
+    def record_json(self, sender: EventSender, event_type: str | None, data: str) -> None:
+        """Record an event already serialised (``data``: its JSON object as sent)."""
         if sender not in ("client", "server"):
             raise ValueError(f"event_sender must be 'client' or 'server', not {sender!r}")
-        if isinstance(event, BaseModel):
-            event_type = getattr(event, "type", None)
-            data = event.model_dump_json()
-        else:
-            event_type = event.get("type")
-            data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
         if event_type == _RAW_AUDIO_EVENT:
             raise ValueError("user audio is never recorded; record the anonymized event instead")
         if not self.active:
@@ -147,8 +151,6 @@ class Recorder:
                 )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass  # run() has ended: the session is over
-        if sender == "client" and _refuses_recording(event):
-            self.delete()
 
     def delete(self) -> None:
         """The client refused recording: delete the file and record nothing more. Idempotent."""

@@ -39,11 +39,10 @@ from unmute_trio.conversation.events import (
     AudioReceived,
     CancelTurn,
     CloseSession,
+    DrainStarted,
     Event,
     FlushStt,
     Notify,
-    ResetPausePrediction,
-    ResponseStarted,
     ServiceFailed,
     SetRecording,
     StartTurn,
@@ -119,9 +118,9 @@ class Session:
         self._turn_scopes: dict[int, trio.CancelScope] = {}
         # Turns spawned and not yet ended (counted from the spawn, before the task runs).
         self._running_turns = RunningCount()
-        self._stt: SpeechToText | None = None
         self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
         self._pending_flush_frames = 0
+        self._drain_told = False  # DrainStarted was given to the machine
         self._in_audio_in = False
         self.recorder = Recorder.for_session(self.settings.recordings_dir)
         self.writer = ClientWriter(
@@ -171,7 +170,7 @@ class Session:
     async def _write_then_end(self, session_scope: trio.CancelScope) -> None:
         code, reason = await self.writer.run()
         log.info("session closed with %d (%s)", code, reason)
-        session_scope.cancel()
+        session_scope.cancel(reason=f"the client connection closed with {code}")
 
     async def _main(self) -> None:
         # The client reader starts at once: session.update is answered (and its prompt built)
@@ -184,7 +183,6 @@ class Session:
     async def _stt_link(self) -> None:
         try:
             async with self.links.open_stt() as stt:
-                self._stt = stt
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._stt_sender, stt)
                     nursery.start_soon(self._stt_receiver, stt)
@@ -194,10 +192,14 @@ class Session:
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self, event: Event) -> None:
-        actions = self.machine.handle(event)
-        if self._state.drain.started and any(isinstance(a, StartTurn) for a in actions):
-            # Shutting down: no new reply, and no announcement of one; the session closes.
-            actions = [a for a in actions if not _announces_turn(a)]
+        if self._state.drain.started and not self._drain_told:
+            # Before anything else that happens after the drain began, even in the same
+            # scheduler pass as its start: the machine then starts no reply it cannot finish.
+            self._drain_told = True
+            self._apply_all(self.machine.handle(DrainStarted()))
+        self._apply_all(self.machine.handle(event))
+
+    def _apply_all(self, actions: list[Action]) -> None:
         for action in actions:
             self._apply(action)
 
@@ -220,9 +222,6 @@ class Session:
             if not self._in_audio_in:
                 assert self._main_nursery is not None
                 self._main_nursery.start_soon(self._send_pending_flush)
-        elif isinstance(action, ResetPausePrediction):
-            if self._stt is not None:
-                self._stt.reset_pause_prediction()
         elif isinstance(action, StartTurn):
             assert self._main_nursery is not None
             # Created now, so a CancelTurn applied before the task runs is honoured by it.
@@ -234,7 +233,9 @@ class Session:
             scope = self._turn_scopes.get(action.turn_id)
             if scope is not None:
                 log.info("cancelling turn %d: %s", action.turn_id, action.reason)
-                scope.cancel()  # the LLM client counts worker_vllm_interrupt itself
+                # The reason shows in trio's Cancelled of every task of the turn (tracebacks,
+                # logs); the LLM client counts worker_vllm_interrupt itself.
+                scope.cancel(reason=f"turn {action.turn_id}: {action.reason}")
         elif isinstance(action, SetRecording):
             if self.recorder is not None and not action.enabled:
                 self.recorder.delete()
@@ -243,7 +244,7 @@ class Session:
                 # A failure: whatever the running turns still queue must not follow the error.
                 self._cancelled_turns.update(self._turn_scopes)
             for scope in self._turn_scopes.values():
-                scope.cancel()
+                scope.cancel(reason=f"the session closes: {action.reason}")
             if action.delay_s > 0:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._close_later, action)
@@ -258,6 +259,9 @@ class Session:
         """The server is shutting down: let the reply being spoken end, then say goodbye."""
         drain = self._state.drain
         await drain.wait_started()
+        if not self._drain_told:
+            self._drain_told = True
+            self._apply_all(self.machine.handle(DrainStarted()))
         with trio.move_on_at(drain.deadline):
             await self._running_turns.wait_idle()
         self.writer.send_event(self.front.fatal(drain.goodbye_message, drain.error_code))
@@ -314,7 +318,7 @@ class Session:
             if isinstance(message, moshi.Word):
                 self.dispatch(SttWord(message.text, message.start_time))
             elif isinstance(message, moshi.Step):
-                self.dispatch(SttStep(stt.current_time, stt.pause_prediction))
+                self.dispatch(SttStep(tuple(message.prs)))
 
     # ------------------------------------------------------------------ client (for the front)
 
@@ -369,13 +373,6 @@ class Session:
         if self.recorder is not None:
             self.recorder.record("client", event)
 
-    def _sent(self, event: BaseModel) -> None:
+    def _sent(self, event: BaseModel, text: str) -> None:
         if self.recorder is not None:
-            self.recorder.record("server", event)
-
-
-def _announces_turn(action: Action) -> bool:
-    """A new turn's start and its ``response.created``."""
-    if isinstance(action, StartTurn):
-        return True
-    return isinstance(action, Notify) and isinstance(action.note, ResponseStarted)
+            self.recorder.record_json("server", getattr(event, "type", None), text)

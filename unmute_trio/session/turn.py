@@ -11,7 +11,7 @@ turn scope
 
 The LLM request starts at once, in parallel with the TTS connection (its words wait in a
 bounded queue), so the two connection latencies overlap instead of adding up. The TTS
-connection is retried (contract 0.3: 5 tries, 0.05 s backoff ×1.5 capped at 1 s) with a
+connection is retried (docs/architecture.md §5: 5 tries, 0.05 s backoff ×1.5 capped at 1 s) with a
 ``warning`` event after each failure; discovery inside each try falls through busy instances.
 """
 

@@ -1,4 +1,4 @@
-"""The Unmute dialect (contract 0.1): the original frontend's protocol, unchanged.
+"""The Unmute dialect (docs/protocol.md): the original frontend's protocol, unchanged.
 
 Client audio is base64 Ogg/Opus pages; the bot's audio goes out as one Ogg/Opus stream in
 ``response.audio.delta`` events; notes map one to one onto the events the original sent.

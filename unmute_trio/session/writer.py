@@ -64,7 +64,7 @@ class ClientWriter:
         front: ClientFront,
         *,
         is_cancelled: Callable[[int], bool],
-        on_sent: Callable[[BaseModel], None] | None = None,
+        on_sent: Callable[[BaseModel, str], None] | None = None,
     ) -> None:
         self._socket = socket
         self._is_cancelled = is_cancelled
@@ -118,7 +118,8 @@ class ClientWriter:
                 event: BaseModel = audio
             else:
                 event = item.event
-            await self._socket.send(self._front.encode(event))
+            text = self._front.encode(event)
+            await self._socket.send(text)
             if self._on_sent is not None:
-                self._on_sent(event)
+                self._on_sent(event, text)  # the text too: a recording need not encode it again
         raise AssertionError("the writer channel is never closed")

@@ -1,4 +1,4 @@
-"""A simulated OpenAI-compatible LLM server (the subset Unmute uses, contract 1.2).
+"""A simulated OpenAI-compatible LLM server (the subset Unmute uses, docs/services.md).
 
 - ``GET /v1/models`` → ``{"object": "list", "data": [{"id": ...}, ...]}``.
 - ``POST /v1/chat/completions`` with ``"stream": true`` → ``text/event-stream`` shaped like
@@ -6,7 +6,9 @@
   ``ttft_s`` a role-only chunk, content chunks at ``tokens_per_s`` (3-character pieces, so words
   are split across chunks), a chunk with ``finish_reason: "stop"`` (``"length"`` when
   ``max_tokens`` cut the reply; a token is a 3-character piece), a ``usage`` chunk with empty
-  ``choices`` (prompt tokens counted the same way), and ``data: [DONE]``.
+  ``choices`` (prompt tokens counted the same way), and ``data: [DONE]``. With
+  ``truncate_after_tokens`` = N the body ends after N content chunks, cleanly but with no
+  ``finish_reason`` chunk, no ``usage`` and no ``[DONE]`` (a reply cut short upstream).
 - ``"stream": false`` (or absent) gets a minimal ``chat.completion`` object after ``ttft_s``, so
   ad-hoc ``curl`` checks work; Unmute itself only streams.
 - ``GET /health`` → 200 (vLLM has it).
@@ -58,12 +60,17 @@ class LlmSimConfig:
     tool_calls: Mapping[str, tuple[str, dict[str, Any]]] | None = None
     api_key: str | None = None  # when set, requests need "Authorization: Bearer <api_key>"
     fail_status: int | None = None  # when set, chat completions answer this HTTP status
+    # when set, a streamed reply's body ends after this many content chunks, with no
+    # finish_reason chunk and no [DONE] (as a server or proxy that cut the stream short)
+    truncate_after_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.ttft_s < 0:
             raise ValueError("ttft_s must not be negative")
         if not self.tokens_per_s > 0:
             raise ValueError("tokens_per_s must be positive")
+        if self.truncate_after_tokens is not None and self.truncate_after_tokens < 0:
+            raise ValueError("truncate_after_tokens must not be negative")
 
     @property
     def listed_models(self) -> list[str]:
@@ -278,10 +285,15 @@ class LlmSimulator(ServedSimulator):
             if isinstance(max_tokens, int) and 0 < max_tokens < len(tokens):
                 tokens, finish = tokens[:max_tokens], "length"
             gap_s = 0.0 if math.isinf(self.config.tokens_per_s) else 1 / self.config.tokens_per_s
+            truncate_after = self.config.truncate_after_tokens
             for i, token in enumerate(tokens):
+                if i == truncate_after:
+                    return  # the body ends here: no finish_reason, no usage, no [DONE]
                 if i > 0 and gap_s > 0:
                     await trio.sleep(gap_s)
                 yield chunk([choice({"content": token})])
+            if truncate_after is not None and truncate_after >= len(tokens):
+                return
             yield chunk([choice({}, finish)])
             n = len(tokens)
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n}

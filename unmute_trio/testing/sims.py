@@ -1,7 +1,7 @@
 """Run the four simulated services together: ``unmute-trio sim``.
 
 They listen on the original's dockerless default ports (STT 8090, TTS 8089, LLM 8091, voice
-cloning 8092, contract 4.4), which are also our settings' defaults, so ``unmute-trio serve``
+cloning 8092, docs/deployment.md), which are also our settings' defaults, so ``unmute-trio serve``
 with no configuration talks to them. Tests use :func:`run_simulators` with every port 0.
 """
 

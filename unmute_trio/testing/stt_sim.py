@@ -1,6 +1,6 @@
 """A protocol-exact simulator of moshi-server 0.6.4 speech-to-text (``/api/asr-streaming``).
 
-It speaks the real wire protocol (contract 2.1, 2.2) over a real socket, with a deterministic
+It speaks the real wire protocol (docs/services.md) over a real socket, with a deterministic
 "model": the transcription is a pure function of the audio samples received, never of the wall
 clock, so sessions on virtual time and load tests see the same words.
 

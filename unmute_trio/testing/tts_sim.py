@@ -1,6 +1,6 @@
 """A protocol-exact simulator of moshi-server 0.6.4 text-to-speech (``/api/tts_streaming``).
 
-It speaks the real wire protocol (contract 2.1, 2.3) over a real socket and "synthesises"
+It speaks the real wire protocol (docs/services.md) over a real socket and "synthesises"
 :func:`~unmute_trio.testing.speech.speech_like` audio whose length is proportional to the text.
 
 Behaviour, per connection

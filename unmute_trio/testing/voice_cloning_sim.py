@@ -1,4 +1,4 @@
-"""A simulated moshi-server voice-cloning endpoint (contract 2.4).
+"""A simulated moshi-server voice-cloning endpoint (docs/services.md).
 
 - ``POST /api/voice`` with an audio file as the raw body (Content-Type ignored, no auth, 16 MiB
   limit) → 200 with a msgpack ``{"type": "Voice", "embeddings": [f32...], "shape": [1, 512,

@@ -6,6 +6,13 @@ it; a client that offers none (OpenAI's SDKs) is accepted without one. We never 
 subprotocol the client did not offer — the original always answered ``realtime``, which
 RFC 6455 forbids and which strict clients reject.
 
+Origin: a browser sends the page's ``Origin`` with the upgrade, and WebSockets are not subject
+to CORS, so any web page could otherwise open conversations on this server with its visitors'
+microphones. A request whose ``Origin`` is neither the server's own (same scheme, host and port
+as the request, after trusted proxy headers) nor in ``UNMUTE_CORS_ORIGINS`` (``*`` allows any) is
+refused with HTTP 403 before the upgrade. Clients that send no ``Origin`` (SDKs, the load
+generator) are not concerned.
+
 Session limit: beyond ``UNMUTE_MAX_SESSIONS`` a client is accepted, told why in an ``error``
 event of type ``fatal``, and closed with 1013 (Try Again Later) at once. The original made extra
 clients wait before the handshake with no feedback. While the server drains (web/drain.py), every
@@ -29,6 +36,7 @@ from unmute_trio.protocol.dialects import (
 )
 from unmute_trio.session.runner import make_front
 from unmute_trio.web.auth import is_allowed, presented_keys
+from unmute_trio.web.cors import allows_origin, is_same_origin
 from unmute_trio.web.routes import state
 
 log = logging.getLogger(__name__)
@@ -37,6 +45,8 @@ log = logging.getLogger(__name__)
 # One 40 ms Ogg page is a few hundred bytes of base64, so 1 MiB is generous while bounding what
 # a single frame can make the server buffer. hypercorn.toml sets the same value.
 MAX_CLIENT_FRAME_BYTES = 1024 * 1024
+# Longest Origin header quoted in the log line of a refusal.
+MAX_LOGGED_ORIGIN_CHARS = 100
 
 
 class QuartRealtimeSocket:
@@ -60,6 +70,17 @@ def install_realtime(app: Quart) -> None:
     @app.websocket("/v1/realtime")
     async def realtime() -> None:
         st = state()
+        origin = websocket.headers.get("Origin")
+        if origin is not None and not origin_allowed(origin, st.settings.cors_origins):
+            log.info(
+                "refusing a realtime connection from origin %r",
+                origin[:MAX_LOGGED_ORIGIN_CHARS],
+            )
+            message = (
+                "WebSocket connections from this page's origin are not allowed; the server's"
+                " UNMUTE_CORS_ORIGINS lists the origins it accepts."
+            )
+            return Response(message, status=403, content_type="text/plain")  # type: ignore[return-value]  # Quart answers a websocket route with HTTP this way
         offered = websocket.requested_subprotocols
         if st.settings.api_keys:
             presented = presented_keys(
@@ -100,7 +121,6 @@ def install_realtime(app: Quart) -> None:
             await socket.send(front.encode(front.fatal(message, "server_full")))
             await socket.close(CloseCode.TRY_AGAIN_LATER, "server full")
             return
-        st.active_sessions += 1
         metrics.SESSIONS.inc()
         metrics.ACTIVE_SESSIONS.inc()
         started = trio.current_time()
@@ -108,6 +128,13 @@ def install_realtime(app: Quart) -> None:
             with st.drain.sessions.running():
                 await st.run_session(socket, st, dialect)
         finally:
-            st.active_sessions -= 1
             metrics.ACTIVE_SESSIONS.dec()
             metrics.SESSION_DURATION.observe(trio.current_time() - started)
+
+
+def origin_allowed(origin: str, cors_origins: tuple[str, ...]) -> bool:
+    """Whether the page at ``origin`` may open a conversation: it is the server's own origin
+    (as the request reached it) or ``UNMUTE_CORS_ORIGINS`` allows it."""
+    return is_same_origin(origin, scheme=websocket.scheme, host=websocket.host) or allows_origin(
+        origin, cors_origins
+    )

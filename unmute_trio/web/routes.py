@@ -1,4 +1,4 @@
-"""HTTP routes: greeting, metrics, health, voice list and voice upload (contract 0.2)."""
+"""HTTP routes: greeting, metrics, health, voice list and voice upload (docs/protocol.md)."""
 
 from __future__ import annotations
 

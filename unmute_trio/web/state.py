@@ -30,6 +30,10 @@ class AppState:
     health: HealthChecker | None = None
     llm: LLMClient | None = None
     news: NewsClient | None = None
-    active_sessions: int = 0
-    # Set when the server shuts down gracefully (web/drain.py); sessions watch it.
+    # Set when the server shuts down gracefully (web/drain.py); sessions watch it. It also
+    # counts the sessions running (``drain.sessions``), the one count of them.
     drain: Drain = dataclasses.field(default_factory=Drain)
+
+    @property
+    def active_sessions(self) -> int:
+        return self.drain.sessions.count

@@ -1,4 +1,5 @@
-"""Pause prediction from the STT's semantic VAD (contract 0.4 and 1.15). Pure, no I/O.
+"""Pause prediction from the STT's semantic VAD (docs/services.md). Pure, no I/O; part of the
+conversation core, which feeds it every ``Step`` of the session's STT stream.
 
 The STT model sends one ``Step`` per 80 ms frame with ``prs``: ``prs[i]`` is the probability that
 the user has paused for at least 0.5, 1, 2, 3 s (i = 0..3). Unmute uses the 2-second head,
@@ -58,12 +59,22 @@ class ExponentialMovingAverage:
         return -self.release_time * math.log2(fraction)
 
 
+def check_prs(prs: Sequence[float]) -> None:
+    """Raise ``ValueError`` unless ``prs`` has the pause head and it is a probability (the STT
+    client checks every Step with this, so the core only ever sees valid ones)."""
+    if len(prs) <= PAUSE_HEAD_INDEX:
+        raise ValueError(f"prs has {len(prs)} values, the pause head is index 2")
+    probability = prs[PAUSE_HEAD_INDEX]
+    if not 0.0 <= probability <= 1.0:  # also rejects NaN
+        raise ValueError(f"prs[2] is not a probability: {probability!r}")
+
+
 class PausePredictor:
     """The smoothed "the user has paused" probability of one STT connection.
 
     Feed it every ``Step.prs`` in order with :meth:`update`. The first :data:`WARMUP_STEPS`
     steps leave the value unchanged; after that ``prs[2]`` drives the EMA at one frame (0.08 s)
-    per step. :meth:`reset` forces the value to 0 ("speaking"): the session calls it on the first
+    per step. :meth:`reset` forces the value to 0 ("speaking"): the machine calls it on the first
     word of a user turn so that a pause head that has not caught up yet cannot end the turn right
     after its first word. The warm-up is per connection and is not repeated by :meth:`reset`.
     """
@@ -89,11 +100,8 @@ class PausePredictor:
 
         Raises ``ValueError`` if ``prs`` has no pause head or its value is not a probability.
         """
-        if len(prs) <= PAUSE_HEAD_INDEX:
-            raise ValueError(f"prs has {len(prs)} values, the pause head is index 2")
+        check_prs(prs)
         probability = prs[PAUSE_HEAD_INDEX]
-        if not 0.0 <= probability <= 1.0:  # also rejects NaN
-            raise ValueError(f"prs[2] is not a probability: {probability!r}")
         if self.warming_up:
             self._steps_seen += 1
             return self.value
