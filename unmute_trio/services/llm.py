@@ -28,7 +28,7 @@ import logging
 import secrets
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing, asynccontextmanager, contextmanager
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import httpx
 import trio
@@ -41,6 +41,7 @@ from unmute_trio.errors import (
     ServiceProtocolError,
     ServiceTimeout,
 )
+from unmute_trio.exception_groups import raise_sole_failure
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.openai_chat import ChatStreamParser, ReplyOutcome
 from unmute_trio.protocol.words import WordChunker
@@ -233,7 +234,7 @@ class LLMClient:
                 # Otherwise the producer is only draining the body after [DONE] (bounded by
                 # DRAIN_TIMEOUT_S) so the connection can be reused: let it finish.
         except BaseExceptionGroup as group:
-            _raise_sole_exception(group)
+            raise_sole_failure(group)
         if failure is not None:
             raise failure
 
@@ -426,21 +427,3 @@ async def _close_response(response: httpx.Response) -> None:
             await response.aclose()
         except httpx.HTTPError:
             pass  # the connection is discarded either way
-
-
-def _raise_sole_exception(group: BaseExceptionGroup[BaseException]) -> NoReturn:
-    """Re-raise the one real exception of a nursery's group (the others are Cancelled).
-
-    Callers of ``stream_words`` catch ``ServiceTimeout`` and friends, not exception groups;
-    a group with several real failures is re-raised unchanged.
-    """
-    real = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
-    if len(real) > 1 or any(isinstance(e, (KeyboardInterrupt, SystemExit)) for e in real):
-        raise group
-    sole = real[0] if real else group.exceptions[0]
-    context = sole.__context__
-    try:
-        raise sole
-    finally:
-        sole.__context__ = context  # keep the original context, not the group
-        del sole

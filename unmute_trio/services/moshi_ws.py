@@ -41,7 +41,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, NoReturn, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
@@ -53,6 +53,7 @@ from unmute_trio.errors import (
     ServiceProtocolError,
     ServiceTimeout,
 )
+from unmute_trio.exception_groups import leaves, reraise
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import Error, Ready
 
@@ -194,10 +195,10 @@ async def open_moshi_socket(
         # The nursery wraps whatever leaves it; callers want the one real exception. A failure
         # of the library's reader task (the upgrade rejected) is translated here.
         _, errors = group.split(trio.Cancelled)
-        leaves = _leaves(errors) if errors is not None else []
-        if len(leaves) != 1:
+        failures = leaves(errors) if errors is not None else []
+        if len(failures) != 1:
             raise  # only cancellation (trio handles it), or several failures: a bug, keep all
-        _reraise(_translate_reader_error(service, url, leaves[0]))
+        reraise(_translate_reader_error(service, url, failures[0]))
 
 
 class _UpgradeWatch(trio.abc.Stream):
@@ -366,16 +367,6 @@ def _request_target(url: str) -> str:
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
 
 
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
-        else:
-            out.append(exc)
-    return out
-
-
 def _translate_reader_error(service: str, url: str, exc: BaseException) -> BaseException:
     if isinstance(exc, trio_websocket.ConnectionRejected):
         status = exc.status_code
@@ -390,13 +381,3 @@ def _translate_reader_error(service: str, url: str, exc: BaseException) -> BaseE
         return exc  # ours, or the caller's: already what it should be
     translated.__cause__ = exc
     return translated
-
-
-def _reraise(exc: BaseException) -> NoReturn:
-    # Raising inside ``except`` would chain the group as __context__; keep the original one.
-    context = exc.__context__
-    try:
-        raise exc
-    finally:
-        exc.__context__ = context
-        del exc
