@@ -24,52 +24,38 @@ Where it deliberately differs from the original (and why): docs/architecture.md,
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any
 
+from unmute_trio.conversation import events as ev
+from unmute_trio.conversation.bot_turn import BotTurn
 from unmute_trio.conversation.events import (
     Action,
-    AudioCommitted,
     AudioReceived,
     CancelTurn,
     CloseSession,
-    DrainStarted,
     Event,
     FlushStt,
-    FunctionOutputAdded,
     LlmDone,
     LlmToolCall,
     LlmWord,
     Notify,
-    ResponseCancelRequested,
     ResponseFinished,
     ResponseInterrupted,
-    ResponseRequested,
     ResponseSpec,
     ResponseStarted,
-    ResponseTextComplete,
-    ResponseToolCall,
-    ResponseWordPlanned,
-    ResponseWordSpoken,
     ServiceFailed,
     ServiceRetrying,
-    ServiceWarning,
     SessionFailed,
     SessionUpdated,
     SetRecording,
     StartTurn,
-    StatusReport,
     SttStep,
     SttWord,
     TtsWordSpoken,
     TurnAdded,
     TurnAudioFinished,
-    TurnDeleteRequested,
     TurnOptions,
-    TurnOptionsChanged,
     UserSpeechStarted,
     UserSpeechStopped,
-    UserTextAdded,
     UserTranscriptDelta,
     UserTurnEnded,
 )
@@ -80,10 +66,10 @@ from unmute_trio.conversation.messages import (
     INTERRUPTED_BY_VAD,
     INTERRUPTED_BY_WORD,
     fatal_message,
-    retry_warning,
 )
 from unmute_trio.conversation.pause import PausePredictor
 from unmute_trio.conversation.policy import TurnTakingPolicy
+from unmute_trio.conversation.status import status_report
 from unmute_trio.conversation.transcript import USER_SILENCE_MARKER, Transcript
 from unmute_trio.protocol.close_codes import CloseCode
 
@@ -96,15 +82,6 @@ class ConversationState(enum.Enum):
     FLUSHING_STT = "flushing_stt"
     BOT_SPEAKING = "bot_speaking"
     CLOSED = "closed"
-
-
-@dataclass
-class _BotTurn:
-    turn_id: int
-    key: int  # of its assistant message in the transcript
-    spec: ResponseSpec
-    llm_words: list[str] = field(default_factory=list)
-    llm_done: LlmDone | None = None
 
 
 class ConversationMachine:
@@ -127,7 +104,7 @@ class ConversationMachine:
         self._waiting_since = 0
         self._last_status_at = 0
         self._next_turn_id = 1
-        self._bot_turn: _BotTurn | None = None
+        self._bot_turn: BotTurn | None = None
         self._user_turn_has_words = False
         self._options = TurnOptions(silence_timeout_s=self.policy.user_silence_timeout_s)
         # A reply the client asked for while the user's last words were still being flushed.
@@ -192,23 +169,23 @@ class ConversationMachine:
                 | ServiceRetrying()
             ):
                 return self._on_turn_event(event)
-            case TurnOptionsChanged():
+            case ev.TurnOptionsChanged():
                 self._options = event.options
                 return []
-            case ResponseRequested():
+            case ev.ResponseRequested():
                 return self._on_response_requested(event.spec)
-            case ResponseCancelRequested():
+            case ev.ResponseCancelRequested():
                 return self._on_cancel_requested()
-            case AudioCommitted():
+            case ev.AudioCommitted():
                 return self._on_audio_committed()
-            case UserTextAdded():
+            case ev.UserTextAdded():
                 return [Notify(TurnAdded(self.transcript.start_turn("user", event.text)))]
-            case FunctionOutputAdded():
+            case ev.FunctionOutputAdded():
                 key = self.transcript.add_function_output(event.call_id, event.output)
                 return [Notify(TurnAdded(key))]
-            case TurnDeleteRequested():
+            case ev.TurnDeleteRequested():
                 return self._on_delete_requested(event.key)
-            case DrainStarted():
+            case ev.DrainStarted():
                 self._draining = True
                 return []
         raise TypeError(f"not a conversation event: {event!r}")
@@ -331,46 +308,24 @@ class ConversationMachine:
         if turn is None or event.turn_id != turn.turn_id:
             return []  # the turn was cancelled or is over: whatever it still says is dropped
         match event:
-            case LlmWord():
-                turn.llm_words.append(event.word)
-                if not turn.spec.speak:
-                    self.transcript.extend(turn.key, event.word)  # text: written is shown
-                return [Notify(ResponseWordPlanned(turn.turn_id, event.word))]
             case LlmDone():
-                done = self._on_llm_done(turn, event)
+                done = turn.on_llm_done(event)
                 if not turn.spec.speak:
                     done += self._on_turn_audio_finished(turn)  # no audio to wait for
                 return done
-            case LlmToolCall():
-                key = self.transcript.add_function_call(event.call_id, event.name, event.arguments)
-                call = ResponseToolCall(
-                    turn.turn_id, event.call_id, event.name, event.arguments, key
-                )
-                return [Notify(call)]
-            case TtsWordSpoken():
-                # Only words whose audio is being played join the transcript.
-                self.transcript.extend(turn.key, event.text)
-                return [Notify(ResponseWordSpoken(turn.turn_id, event.text))]
             case TurnAudioFinished():
                 return self._on_turn_audio_finished(turn)
-            case ServiceRetrying():
-                return [Notify(ServiceWarning(turn.turn_id, retry_warning(event.service)))]
+            case _:
+                return turn.on_event(event, self.transcript)
 
-    def _on_llm_done(self, turn: _BotTurn, event: LlmDone) -> list[Action]:
-        if turn.llm_done is not None:
-            return []
-        turn.llm_done = event
-        # The words carry their own leading spaces, so joining them gives the text.
-        return [Notify(ResponseTextComplete(turn.turn_id, "".join(turn.llm_words)))]
-
-    def _on_turn_audio_finished(self, turn: _BotTurn) -> list[Action]:
+    def _on_turn_audio_finished(self, turn: BotTurn) -> list[Action]:
         done = turn.llm_done or LlmDone(turn.turn_id)
         self._bot_turn = None
         self._state = ConversationState.WAITING_FOR_USER
         self._waiting_since = self._samples_received
         self._last_status_at = self._samples_received
         actions: list[Action] = [
-            Notify(self._status_note()),
+            Notify(status_report(self)),
             Notify(ResponseFinished(turn.turn_id, done.truncated, done.usage)),
         ]
         spoken = self.transcript.get(turn.key)
@@ -461,7 +416,7 @@ class ConversationMachine:
         turn_id = self._next_turn_id
         self._next_turn_id += 1
         key = self.transcript.start_turn("assistant")
-        self._bot_turn = _BotTurn(turn_id, key, spec)
+        self._bot_turn = BotTurn(turn_id, key, spec)
         self._state = ConversationState.BOT_SPEAKING
         history = self.transcript.chat_history()
         created = ResponseStarted(turn_id, self._voice, history, speak=spec.speak, key=key)
@@ -490,15 +445,4 @@ class ConversationMachine:
         if now - self._last_status_at <= self._samples(self.policy.status_interval_s):
             return []
         self._last_status_at = now
-        return [Notify(self._status_note(), droppable=True)]
-
-    def _status_note(self) -> StatusReport:
-        debug: dict[str, Any] = {
-            "conversation_state": self._state.value,
-            "stt_pause_prediction": self._pause.value,
-            "stt_time": self.stt_time,
-            "audio_received_s": self.audio_time_s,
-            "tts_voice": self._voice or "none",
-            "turn_id": self.active_turn_id,
-        }
-        return StatusReport(self.transcript.chat_history(), debug)
+        return [Notify(status_report(self), droppable=True)]
