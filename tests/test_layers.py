@@ -83,3 +83,15 @@ def test_the_check_sees_an_upward_import() -> None:
     tree = ast.parse("from unmute_trio.web.state import AppState\nfrom unmute_trio import metrics")
     assert imported_units(tree) == {"web", "metrics"}
     assert RANK["web"] > RANK["session"]
+
+
+MAX_MODULE_LINES = 450  # docs/architecture.md: a module longer than this gets split
+
+
+def test_no_module_is_too_long() -> None:
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, long
