@@ -278,6 +278,12 @@ class Notify:
     note: Note
     droppable: bool = False
 
+    @property
+    def turn_id(self) -> int | None:
+        """The bot turn whose cancellation drops this note if it is not sent yet (the core
+        decides which notes are a reply's own content: ``notes.dropped_with_turn``)."""
+        return dropped_with_turn(self.note)
+
 
 @dataclass(frozen=True)
 class FlushStt:

@@ -48,7 +48,6 @@ from unmute_trio.conversation.events import (
     StartTurn,
     SttStep,
     SttWord,
-    dropped_with_turn,
 )
 from unmute_trio.conversation.machine import ConversationMachine
 from unmute_trio.errors import ServiceAtCapacity, ServiceError, ServiceTimeout
@@ -211,7 +210,7 @@ class Session:
 
     def _apply(self, action: Action) -> None:
         if isinstance(action, Notify):
-            turn_id = dropped_with_turn(action.note)
+            turn_id = action.turn_id
             for event in self.front.present(action.note):
                 self.writer.send_event(event, turn_id=turn_id, droppable=action.droppable)
         elif isinstance(action, FlushStt):
