@@ -55,12 +55,12 @@ from unmute_trio.protocol.moshi import (
 )
 from unmute_trio.protocol.tts_text import clean_text_for_tts
 from unmute_trio.services.moshi_ws import MoshiTransport, endpoint_url, open_moshi_socket
+from unmute_trio.voice_store import CUSTOM_VOICE_PREFIX
 
 log = logging.getLogger(__name__)
 
 SERVICE = "tts"
 TTS_PATH = "/api/tts_streaming"
-CUSTOM_VOICE_PREFIX = "custom:"
 
 TtsMessage = Audio | TextOut
 _ServerMessage = Ready | Error | Audio | TextOut

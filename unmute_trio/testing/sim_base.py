@@ -13,6 +13,7 @@ import trio
 from quart import websocket
 from quart_trio import QuartTrio
 
+from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.testing.server import serve_app
 
 # GET /api/build_info: the keys of moshi-server's BuildInfo, fake values.
@@ -28,8 +29,8 @@ BUILD_INFO: dict[str, str] = {
     "rustc_version": "1.85.0",
     "cargo_target_triple": "x86_64-unknown-linux-gnu",
 }
-CLOSE_NORMAL = 1000
-CLOSE_FAILURE = 1011  # killed streams and undecodable messages (the real server drops TCP)
+# Killed streams and undecodable messages close with CloseCode.INTERNAL_ERROR (the real server
+# drops TCP); an orderly end with CloseCode.NORMAL.
 _CLOSE_TIMEOUT_S = 1.0  # a client that stops reading must not hold a closing handler forever
 
 
@@ -143,7 +144,7 @@ async def run_accepted_stream(
             record.end = "at_capacity"
             if refusal is not None:
                 await websocket.send(refusal)
-            await close_websocket(CLOSE_NORMAL)
+            await close_websocket(CloseCode.NORMAL)
             return
         # Stays "client" when the client goes away: quart-trio then cancels the handler.
         record.end = "client"

@@ -65,6 +65,7 @@ import sphn
 import trio
 from quart import websocket
 
+from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import (
     SAMPLE_RATE,
@@ -78,8 +79,6 @@ from unmute_trio.protocol.moshi import (
     encode,
 )
 from unmute_trio.testing.sim_base import (
-    CLOSE_FAILURE,
-    CLOSE_NORMAL,
     LOG_LENGTH,
     MoshiSimulator,
     is_authorized,
@@ -109,7 +108,7 @@ class SttSimConfig:
 
 def stt_close_code(end: str) -> int:
     """How an STT stream is closed: normally only after the idle timeout (as moshi-server)."""
-    return CLOSE_NORMAL if end == "idle_timeout" else CLOSE_FAILURE
+    return CloseCode.NORMAL if end == "idle_timeout" else CloseCode.INTERNAL_ERROR
 
 
 @dataclass

@@ -53,6 +53,7 @@ import sphn
 import trio
 from quart import websocket
 
+from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import (
     FRAME_TIME_S,
@@ -70,8 +71,6 @@ from unmute_trio.protocol.moshi import (
     encode,
 )
 from unmute_trio.testing.sim_base import (
-    CLOSE_FAILURE,
-    CLOSE_NORMAL,
     LOG_LENGTH,
     MoshiSimulator,
     first_to_return,
@@ -146,7 +145,7 @@ class TtsOutput:
 def tts_close_code(end: str) -> int:
     """How a TTS stream is closed, given why it ended."""
     failed = end in ("killed", "invalid_message", "synthesis_failed")
-    return CLOSE_FAILURE if failed else CLOSE_NORMAL
+    return CloseCode.INTERNAL_ERROR if failed else CloseCode.NORMAL
 
 
 class TtsStreamBase:
