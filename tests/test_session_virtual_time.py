@@ -49,12 +49,17 @@ class MemorySocket:
         self.sent: list[tuple[float, dict[str, Any]]] = []
         self.closed: tuple[int, str] | None = None
         self.got_event = trio.Event()
+        # While set, every send waits for it to be cleared: a client that stops reading.
+        self.unblocked: trio.Event | None = None
 
     async def receive(self) -> str | bytes:
         return await self._from_client.receive()
 
     async def send(self, text: str) -> None:
-        self.sent.append((trio.current_time(), json.loads(text)))
+        called_at = trio.current_time()  # when the session sent it, even if it waits below
+        if self.unblocked is not None:
+            await self.unblocked.wait()
+        self.sent.append((called_at, json.loads(text)))
         self.got_event.set()
 
     async def close(self, code: int, reason: str = "") -> None:
@@ -69,9 +74,8 @@ class MemorySocket:
             await self.got_event.wait()
 
 
-async def test_a_spoken_turn_has_exact_times(autojump_clock: trio.testing.MockClock) -> None:
+def make_session(llm: ScriptedLlm) -> tuple[Session, MemorySocket, InMemoryLinks]:
     links = InMemoryLinks()
-    llm = ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0)
     ctx = Context(
         settings=Settings(),
         voices=[],
@@ -79,29 +83,40 @@ async def test_a_spoken_turn_has_exact_times(autojump_clock: trio.testing.MockCl
         llm=llm,
     )
     socket = MemorySocket()
-    session = Session(socket, ctx, OpenAIFront(ctx, {"model": "m"}), links)
+    return Session(socket, ctx, OpenAIFront(ctx, {"model": "m"}), links), socket, links
 
-    async def speak(pcm: Any) -> None:
-        step = int(24_000 * CHUNK_S)
-        for i in range(0, len(pcm), step):
-            audio = base64.b64encode(float32_to_pcm16(pcm[i : i + step])).decode()
-            await socket.to_server.send(
-                json.dumps({"type": "input_audio_buffer.append", "audio": audio})
-            )
-            await trio.sleep(CHUNK_S)
+
+async def speak(socket: MemorySocket, pcm: Any) -> None:
+    """Append ``pcm`` in 40 ms chunks, one every 40 ms of (virtual) time."""
+    step = int(24_000 * CHUNK_S)
+    for i in range(0, len(pcm), step):
+        audio = base64.b64encode(float32_to_pcm16(pcm[i : i + step])).decode()
+        await socket.to_server.send(
+            json.dumps({"type": "input_audio_buffer.append", "audio": audio})
+        )
+        await trio.sleep(CHUNK_S)
+
+
+async def configure(socket: MemorySocket) -> None:
+    await socket.wait_for("session.created")
+    update = {"type": "realtime", "audio": {"input": {"transcription": {"model": "any"}}}}
+    await socket.to_server.send(json.dumps({"type": "session.update", "session": update}))
+    await socket.wait_for("session.updated")
+
+
+async def test_a_spoken_turn_has_exact_times(autojump_clock: trio.testing.MockClock) -> None:
+    llm = ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0)
+    session, socket, links = make_session(llm)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session.run)
-        await socket.wait_for("session.created")
-        update = {"type": "realtime", "audio": {"input": {"transcription": {"model": "any"}}}}
-        await socket.to_server.send(json.dumps({"type": "session.update", "session": update}))
-        await socket.wait_for("session.updated")
+        await configure(socket)
         started = trio.current_time()
-        await speak(speech_like(1.6))
+        await speak(socket, speech_like(1.6))
         spoken_until = trio.current_time()
         with trio.fail_after(30):
             async with trio.open_nursery() as talking:
-                talking.start_soon(speak, silence(10.0))
+                talking.start_soon(speak, socket, silence(10.0))
                 await socket.wait_for("response.done")
                 talking.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
@@ -139,3 +154,101 @@ async def test_a_spoken_turn_has_exact_times(autojump_clock: trio.testing.MockCl
         " ".join(links.tts[0].words)
         == "You said: Hello, how are you today. Tell me more. What happened next?"
     )
+
+
+def response_audio(socket: MemorySocket, response_id: str) -> list[float]:
+    """When the session sent each audio delta of one response."""
+    return [
+        t
+        for t, e in socket.sent
+        if e["type"] == "response.output_audio.delta" and e["response_id"] == response_id
+    ]
+
+
+async def test_audio_queued_for_a_blocked_client_is_dropped_when_the_user_interrupts(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """ "Nothing of a cancelled turn reaches the client", also when the client stopped reading
+    for a moment and the turn's audio waits in the writer's queue at the interruption."""
+    session, socket, _ = make_session(ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0))
+    results: list[Any] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await configure(socket)
+        await speak(socket, speech_like(1.6))
+        with trio.fail_after(60):
+            await _interrupt_while_blocked(socket, session, results)
+        nursery.cancel_scope.cancel()
+    response_id, blocked_at, cancelled_at = results
+    _check_no_late_audio(socket, response_id, blocked_at, cancelled_at)
+
+
+async def _interrupt_while_blocked(socket: MemorySocket, session: Session, out: list[Any]) -> None:
+    """Let a reply play, stop reading for 1 s while it goes on, talk over it, then read again;
+    ``out`` gets the reply's id, when reading stopped and when the reply was cancelled."""
+    async with trio.open_nursery() as talking:
+        talking.start_soon(speak, socket, silence(30.0))  # an open microphone
+        await socket.wait_for("response.output_audio.delta")
+        first = next(e for _, e in socket.sent if e["type"] == "response.created")
+        response_id = first["response"]["id"]
+        await trio.sleep(0.5)  # the reply is being played
+        blocked_at = trio.current_time()
+        socket.unblocked = trio.Event()  # the client stops reading: audio piles up
+        await trio.sleep(1.0)
+        talking.cancel_scope.cancel()
+    assert session.machine.active_turn_id is not None  # still speaking, frames queued
+    async with trio.open_nursery() as talking:
+        talking.start_soon(speak, socket, speech_like(1.6, seed=2))  # the user talks over it
+        while session.machine.active_turn_id is not None:
+            await trio.sleep(0.04)
+        cancelled_at = trio.current_time()
+        await trio.sleep(0.5)
+        unblocked, socket.unblocked = socket.unblocked, None
+        unblocked.set()
+        await socket.wait_for("response.done")
+        talking.cancel_scope.cancel()
+    out += [response_id, blocked_at, cancelled_at]
+
+
+def _check_no_late_audio(
+    socket: MemorySocket, response_id: str, blocked_at: float, cancelled_at: float
+) -> None:
+    [done] = [e for _, e in socket.sent if e["type"] == "response.done"]
+    assert done["response"]["status"] == "cancelled"
+    assert cancelled_at > blocked_at + 1.0
+    # One frame was already on its way when the client stopped reading; everything the turn
+    # queued after that was dropped at the interruption, not delivered late.
+    late = [t for t in response_audio(socket, response_id) if t >= blocked_at]
+    assert len(late) <= 1, late
+
+
+async def test_a_first_word_in_the_stts_first_second_does_not_end_the_turn(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The STT's pause head reads "paused" (1.0) for its first 12 steps; a user who starts
+    talking at once must not have the turn ended after the first word: the first word resets
+    the prediction (conversation/machine.py)."""
+    session, socket, _ = make_session(ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await configure(socket)
+        with trio.fail_after(30):
+            async with trio.open_nursery() as talking:
+
+                async def talk() -> None:
+                    await speak(socket, speech_like(2.4))
+                    await speak(socket, silence(30.0))
+
+                talking.start_soon(talk)
+                await socket.wait_for("input_audio_buffer.speech_started")
+                started_at = trio.current_time()
+                await socket.wait_for("response.done")
+                talking.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+
+    assert started_at < 1.0  # the first word came while the STT was warming up
+    words = socket.times("conversation.item.input_audio_transcription.delta")
+    [stopped] = socket.times("input_audio_buffer.speech_stopped")
+    assert len(words) == 5 and stopped > words[-1]
+    [heard] = [e for _, e in socket.sent if e["type"].endswith("transcription.completed")]
+    assert heard["transcript"] == "Hello, how are you today?"
