@@ -63,6 +63,11 @@ class LlmSimConfig:
     # when set, a streamed reply's body ends after this many content chunks, with no
     # finish_reason chunk and no [DONE] (as a server or proxy that cut the stream short)
     truncate_after_tokens: int | None = None
+    # After [DONE], keep the body open this long, sending an SSE comment (": keep-alive")
+    # every 0.1 s, as some proxies and servers do; and first send this many bytes of
+    # comment lines at once (a misbehaving tail). The client must end the reply at [DONE].
+    after_done_open_s: float = 0.0
+    after_done_bytes: int = 0
 
     def __post_init__(self) -> None:
         if self.ttft_s < 0:
@@ -299,8 +304,21 @@ class LlmSimulator(ServedSimulator):
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n}
             yield chunk([], usage={**usage, "total_tokens": prompt_tokens + n})
             yield "data: [DONE]\n\n"
+            async for tail in self._after_done():
+                yield tail
         finally:
             self.open_connections -= 1
+
+    async def _after_done(self) -> AsyncIterator[str]:
+        padding = self.config.after_done_bytes
+        while padding > 0:
+            line = ": " + "x" * min(1000, padding) + "\n\n"
+            padding -= len(line)
+            yield line
+        deadline = trio.current_time() + self.config.after_done_open_s
+        while trio.current_time() < deadline:
+            await trio.sleep(0.1)
+            yield ": keep-alive\n\n"
 
     async def _stream_call(
         self, model: str, completion_id: str, name: str, arguments: dict[str, Any]
