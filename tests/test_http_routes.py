@@ -118,7 +118,7 @@ async def test_health_counts_an_error_status_as_down(serve, serve_stub, all_down
 async def test_health_sends_llm_key_only_when_configured(serve, serve_stub, all_down_settings):
     without_key = make_stub_service()
     with_key = make_stub_service()
-    # A configured model: no start-up model detection, only health probes reach the stubs.
+    # Both the start-up model check (web/app.py) and the health probe ask /v1/models.
     settings = replace(all_down_settings, llm_model="stub-model")
     base_a = await serve(replace(settings, llm_url=await serve_stub(without_key)))
     base_b = await serve(
@@ -127,10 +127,9 @@ async def test_health_sends_llm_key_only_when_configured(serve, serve_stub, all_
     async with httpx.AsyncClient() as c:
         await c.get(base_a + "/v1/health")
         await c.get(base_b + "/v1/health")
-    [headers_a] = without_key.config["seen_headers"]
-    [headers_b] = with_key.config["seen_headers"]
-    assert "authorization" not in {k.lower() for k in headers_a}
-    assert headers_b["Authorization"] == "Bearer sk-test"
+    seen_a, seen_b = without_key.config["seen_headers"], with_key.config["seen_headers"]
+    assert seen_a and all("authorization" not in {k.lower() for k in h} for h in seen_a)
+    assert seen_b and all(h["Authorization"] == "Bearer sk-test" for h in seen_b)
 
 
 async def test_health_result_is_cached_briefly(

@@ -109,7 +109,15 @@ async function checkHealth() {
   if (!state.healthOk) {
     const down = ["stt_up", "llm_up", "tts_up"].filter((k) => health[k] !== true);
     const names = { stt_up: "speech-to-text", llm_up: "LLM", tts_up: "text-to-speech" };
-    setNotice(`The server is up but cannot reach: ${down.map((k) => names[k]).join(", ")}.`);
+    // A role the server reaches but finds misconfigured comes with a message saying what to
+    // change (`problems` in /v1/health); the others are unreachable.
+    const problems = health.problems ?? {};
+    const unreachable = down.filter((k) => !problems[k.replace("_up", "")]);
+    const parts = unreachable.length
+      ? [`The server is up but cannot reach: ${unreachable.map((k) => names[k]).join(", ")}.`]
+      : [];
+    for (const [role, text] of Object.entries(problems)) parts.push(`${role.toUpperCase()}: ${text}`);
+    setNotice(parts.join(" "));
   } else if (state.encoderOk !== false) {
     setNotice(null);
   }
