@@ -7,6 +7,7 @@ process exit code. ``serve`` runs the server; ``sim`` runs the protocol-exact se
 from __future__ import annotations
 
 import argparse
+import errno
 import functools
 import gc
 import logging
@@ -25,11 +26,10 @@ log = logging.getLogger("unmute_trio")
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """The server's logging (``web.app.configure_logging``, which ``unmute_trio.asgi`` uses too)."""
+    from unmute_trio.web.app import configure_logging
+
+    configure_logging(level)
 
 
 # ------------------------------------------------------------------ serve
@@ -81,6 +81,13 @@ def run_serve(args: argparse.Namespace) -> int:
         host = args.host or "0.0.0.0"
         port = 8000 if args.port is None else args.port
         config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    if config.errorlog == "-":
+        # hypercorn's lines ("Running on ...") in the server's format, printed once.
+        config.errorlog = logging.getLogger("hypercorn.error")
+    failure = _cannot_listen(config)
+    if failure is not None:
+        print(f"unmute-trio serve: {failure}", file=sys.stderr)
+        return 1
     if config.workers > 1:
         return serve_workers(config)  # hypercorn's supervisor; see docs/deployment.md
     # Everything created so far (imports, the app) lives as long as the process: keep it out of
@@ -89,8 +96,51 @@ def run_serve(args: argparse.Namespace) -> int:
     # children build their own app.
     gc.collect()
     gc.freeze()
-    trio.run(_serve, app, config)
+    try:
+        trio.run(_serve, app, config)
+    except (OSError, BaseExceptionGroup) as e:
+        # Listening was checked above, but another process may have taken the port since.
+        error = _bind_error(e)
+        if error is None:
+            raise
+        print(f"unmute-trio serve: {_listen_message(config, error)}", file=sys.stderr)
+        return 1
     return 0
+
+
+BIND_ERRNOS = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
+
+
+def _cannot_listen(config: Any) -> str | None:
+    """Why the server could not listen on its addresses, checked before it starts (so a busy
+    port is one line, not hypercorn's traceback after the start-up lines); None if it can."""
+    try:
+        sockets = config.create_sockets()
+    except OSError as e:
+        return _listen_message(config, e)
+    for sock in (*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets):
+        sock.close()
+    return None
+
+
+def _bind_error(error: BaseException) -> OSError | None:
+    """The failure to bind a listening socket that ``error`` is (or is a group of), else None."""
+    from unmute_trio.exception_groups import leaves
+
+    found = leaves(error) if isinstance(error, BaseExceptionGroup) else [error]
+    real = [e for e in found if not isinstance(e, trio.Cancelled)]
+    if len(real) == 1 and isinstance(real[0], OSError) and real[0].errno in BIND_ERRNOS:
+        return real[0]
+    return None
+
+
+def _listen_message(config: Any, error: OSError) -> str:
+    from unmute_trio.web.app import cannot_listen_message
+
+    binds = [*config.bind, *config.insecure_bind, *config.quic_bind]
+    if len(binds) == 1:
+        return cannot_listen_message(binds[0], error, "--port")
+    return f"cannot listen on one of {', '.join(binds)}: {error.strerror or error}"
 
 
 async def _serve(app: Any, config: object) -> None:

@@ -3,8 +3,12 @@
 Contract 1.2: the base URL is the server root *without* ``/v1`` (``http://localhost:8091``,
 ``https://openrouter.ai/api``); requests go to ``{base}/v1/models`` and
 ``{base}/v1/chat/completions`` with ``"stream": true``; ``Authorization: Bearer <key>`` is sent
-only when a key is configured. The model is ``KYUTAI_LLM_MODEL`` or, when unset, the one model
-the server lists (detected once, asynchronously, unlike the original's blocking call).
+only when a key is configured. A base URL ending in ``/v1``, the way OpenAI's SDKs take it
+(``http://localhost:8000/v1``), is accepted: the ``/v1`` is dropped (:func:`server_root`) and
+logged once, instead of every request going to ``/v1/v1/...`` and failing with 404. The model is
+``KYUTAI_LLM_MODEL`` or, when unset, the one model the server lists (detected once,
+asynchronously, unlike the original's blocking call); :meth:`LLMClient.check_model` also checks
+that a configured model is one the server lists (:func:`model_problem`).
 
 Usage (one bot reply)::
 
@@ -32,7 +36,7 @@ from typing import Any, cast
 
 import httpx
 import trio
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from unmute_trio import metrics
 from unmute_trio.errors import (
@@ -45,6 +49,13 @@ from unmute_trio.exception_groups import raise_sole_failure
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.openai_chat import ChatStreamParser, ReplyOutcome
 from unmute_trio.protocol.words import WordChunker
+from unmute_trio.services.llm_models import (
+    ModelList,
+    ServedModel,
+    model_problem,
+    not_found_hint,
+    server_root,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,25 +85,15 @@ class LLMConfigError(ServiceProtocolError):
     """
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    id: str
-
-
-class _ModelList(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    data: list[_Model]
-
-
 class LLMClient:
     """Streams chat completions as whole words. One instance per process, shared by sessions.
 
-    ``base_url`` is the server root without ``/v1``. ``api_key`` (``KYUTAI_LLM_API_KEY``), when
-    set, is sent as ``Authorization: Bearer``. ``model`` (``KYUTAI_LLM_MODEL``), when ``None``,
-    is auto-detected on first use. ``http`` is owned by the caller (shared connection pool).
-    ``connect_timeout_s`` bounds connecting (and waiting for a pooled connection);
-    ``read_timeout_s`` bounds every wait for bytes, so it must exceed the LLM's time to first
-    token.
+    ``base_url`` is the server root (a trailing ``/v1`` is dropped, see :func:`server_root`).
+    ``api_key`` (``KYUTAI_LLM_API_KEY``), when set, is sent as ``Authorization: Bearer``.
+    ``model`` (``KYUTAI_LLM_MODEL``), when ``None``, is auto-detected on first use. ``http`` is
+    owned by the caller (shared connection pool). ``connect_timeout_s`` bounds connecting (and
+    waiting for a pooled connection); ``read_timeout_s`` bounds every wait for bytes, so it must
+    exceed the LLM's time to first token.
     """
 
     def __init__(
@@ -105,7 +106,14 @@ class LLMClient:
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 30.0,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = server_root(base_url)
+        if self.base_url != base_url.rstrip("/"):
+            logger.info(
+                "the LLM URL %s ends in /v1: using %s as the server's root (requests go to "
+                "its /v1/chat/completions); set KYUTAI_LLM_URL without /v1 to silence this",
+                base_url,
+                self.base_url,
+            )
         self._api_key = api_key or None
         self._model = model or None
         self._http = http
@@ -126,6 +134,10 @@ class LLMClient:
 
     async def list_models(self) -> list[str]:
         """The model ids listed by ``GET {base}/v1/models``."""
+        return [m.id for m in await self.served_models()]
+
+    async def served_models(self) -> list[ServedModel]:
+        """The models listed by ``GET {base}/v1/models``."""
         url = f"{self.base_url}/v1/models"
         request = self._http.build_request(
             "GET", url, headers=self._headers("application/json"), timeout=self._timeout
@@ -133,14 +145,32 @@ class LLMClient:
         with _translate_httpx_errors(url):
             response = await self._http.send(request, stream=True)
         try:
+            if response.status_code == 404:
+                excerpt = await _read_excerpt(response)
+                raise ServiceProtocolError(
+                    SERVICE, f"HTTP 404 from {url}: {excerpt}; {not_found_hint(url)}"
+                )
             await _raise_for_status(response, url)
             body = await _read_capped(response, MAX_MODELS_BODY_BYTES, url)
         finally:
             await _close_response(response)
         try:
-            return [m.id for m in _ModelList.model_validate_json(body).data]
+            return ModelList.model_validate_json(body).data
         except ValidationError as e:
             raise ServiceProtocolError(SERVICE, f"{url} is not an OpenAI model list: {e}") from e
+
+    async def check_model(self) -> str:
+        """The model replies will use, after checking it against the server's list: the
+        configured one if the server serves it, else the only one it lists (then remembered,
+        as :meth:`model` does). Raises :class:`LLMConfigError` saying what to change."""
+        served = await self.served_models()
+        problem = model_problem(self._model, served, f"{self.base_url}/v1/models")
+        if problem is not None:
+            raise LLMConfigError(SERVICE, problem)
+        if self._model is None:
+            self._model = served[0].id
+            logger.info("LLM model auto-detected: %s", self._model)
+        return self._model
 
     @property
     def known_model(self) -> str | None:
@@ -153,24 +183,7 @@ class LLMClient:
             return self._model
         async with self._model_lock:
             if self._model is None:  # another task may have detected it while we waited
-                models = await self.list_models()
-                if not models:
-                    raise LLMConfigError(
-                        SERVICE,
-                        f"no model is served at {self.base_url}/v1/models; "
-                        "load one or set KYUTAI_LLM_MODEL",
-                    )
-                if len(models) > 1:
-                    shown = ", ".join(models[:10]) + (
-                        f" and {len(models) - 10} more" if len(models) > 10 else ""
-                    )
-                    raise LLMConfigError(
-                        SERVICE,
-                        f"{len(models)} models are served at {self.base_url} ({shown}); "
-                        "set KYUTAI_LLM_MODEL to choose one",
-                    )
-                self._model = models[0]
-                logger.info("LLM model auto-detected: %s", self._model)
+                return await self.check_model()
         return self._model
 
     @asynccontextmanager
@@ -250,6 +263,7 @@ class LLMClient:
         num_words_sent = sum(len(str(m.get("content") or "").split()) for m in messages)
         metrics.VLLM_SENT_WORDS.inc(num_words_sent)
         metrics.VLLM_REQUEST_LENGTH.observe(num_words_sent)
+        metrics.VLLM_SESSIONS.inc()
         metrics.VLLM_ACTIVE_SESSIONS.inc()
         started = trio.current_time()
         finished_at: float | None = None

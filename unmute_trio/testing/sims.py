@@ -2,7 +2,9 @@
 
 They listen on the original's dockerless default ports (STT 8090, TTS 8089, LLM 8091, voice
 cloning 8092, docs/deployment.md), which are also our settings' defaults, so ``unmute-trio serve``
-with no configuration talks to them. Tests use :func:`run_simulators` with every port 0.
+with no configuration talks to them. On other ports (or another interface) the command prints the
+``KYUTAI_*_URL`` variables that point the server at them. Tests use :func:`run_simulators` with
+every port 0.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 import trio
 
 from unmute_trio.argtypes import non_negative_float, positive_float, positive_int
+from unmute_trio.exception_groups import leaves
 from unmute_trio.testing.llm_sim import LlmSimConfig, LlmSimulator
+from unmute_trio.testing.sim_base import ServedSimulator
 from unmute_trio.testing.stt_sim import SttSimConfig, SttSimulator
 from unmute_trio.testing.tts_sim import TtsSimConfig, TtsSimulator
 from unmute_trio.testing.voice_cloning_sim import VoiceCloningSimConfig, VoiceCloningSimulator
@@ -86,6 +90,37 @@ class RunningSims:
             for label, (variable, url) in zip(labels, self.environment().items(), strict=True)
         ]
 
+    @property
+    def server_finds_them(self) -> bool:
+        """Whether ``unmute-trio serve`` with no ``KYUTAI_*_URL`` set reaches these simulators:
+        they are on the default ports, on an interface that ``localhost`` reaches."""
+        d = SimsConfig()
+        defaults = (d.stt_port, d.tts_port, d.llm_port, d.voice_cloning_port)
+        ports = (self.stt_port, self.tts_port, self.llm_port, self.voice_cloning_port)
+        return ports == defaults and self.host in ("127.0.0.1", "localhost", "0.0.0.0", "")
+
+    def announcement(self) -> list[str]:
+        """What ``unmute-trio sim`` prints once the simulators listen."""
+        if self.server_finds_them:
+            lines = [
+                *self.describe(),
+                "Simulators running on the server's default ports: `unmute-trio serve` (and "
+                "`make run`) use them with no configuration. Ctrl-C stops.",
+            ]
+        else:
+            lines = [
+                *(f"export {variable}={url}" for variable, url in self.environment().items()),
+                "Simulators running on other ports than the server's defaults: set the variables"
+                " above (paste the lines) in the shell that runs `unmute-trio serve` or "
+                "`make run`. Ctrl-C stops.",
+            ]
+        lines.append(
+            "These are protocol simulators, not speech engines: the STT replays scripted "
+            "words whatever you say, the TTS hums, the LLM echoes. For a real conversation "
+            "on this machine run `make run` (local engines) instead."
+        )
+        return lines
+
     def open_connections(self) -> dict[str, int]:
         return {
             "stt": self.stt.open_connections,
@@ -103,6 +138,24 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+class CannotListen(OSError):
+    """A simulator cannot listen on its port: the message names the port, the simulator and
+    the option that picks another port."""
+
+    def __init__(self, role: str, host: str, port: int, error: OSError) -> None:
+        from unmute_trio.web.app import cannot_listen_message
+
+        bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        message = cannot_listen_message(bind, error, f"--{role}-port")
+        label = "voice-cloning" if role == "voice-cloning" else role.upper()
+        super().__init__(error.errno, f"the {label} simulator: {message}")
+        self.role = role
+        self.port = port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 async def run_simulators(
     config: SimsConfig, *, task_status: trio.TaskStatus[RunningSims] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -113,12 +166,22 @@ async def run_simulators(
     llm = LlmSimulator(config.llm)
     voice_cloning = VoiceCloningSimulator(config.voice_cloning)
     async with trio.open_nursery() as nursery:
-        stt_port = await nursery.start(stt.serve, config.host, config.stt_port)
-        tts_port = await nursery.start(tts.serve, config.host, config.tts_port)
-        llm_port = await nursery.start(llm.serve, config.host, config.llm_port)
-        voice_cloning_port = await nursery.start(
-            voice_cloning.serve, config.host, config.voice_cloning_port
-        )
+
+        async def start(sim: ServedSimulator, port: int, role: str) -> int:
+            try:
+                bound: int = await nursery.start(sim.serve, config.host, port)
+            except (OSError, BaseExceptionGroup) as e:
+                failures = leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+                failure = next((f for f in failures if isinstance(f, OSError)), None)
+                if failure is None:
+                    raise
+                raise CannotListen(role, config.host, port, failure) from e
+            return bound
+
+        stt_port = await start(stt, config.stt_port, "stt")
+        tts_port = await start(tts, config.tts_port, "tts")
+        llm_port = await start(llm, config.llm_port, "llm")
+        voice_cloning_port = await start(voice_cloning, config.voice_cloning_port, "voice-cloning")
         task_status.started(
             RunningSims(
                 config.host,
@@ -261,7 +324,7 @@ def run_sim_command(args: argparse.Namespace) -> int:
     except* OSError as group:
         failure = group
     if failure is not None:
-        reasons = "; ".join(str(e) for e in failure.exceptions)
+        reasons = "; ".join(str(e) for e in leaves(failure))
         print(f"unmute-trio sim: cannot start the simulators: {reasons}", file=sys.stderr)
         return 1
     return 0
@@ -271,14 +334,8 @@ async def _serve_until_signal(config: SimsConfig, status_interval_s: float) -> N
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             running: RunningSims = await nursery.start(run_simulators, config)
-            for line in running.describe():
+            for line in running.announcement():
                 print(line)
-            print("Simulators running; `unmute-trio serve` uses them by default. Ctrl-C stops.")
-            print(
-                "These are protocol simulators, not speech engines: the STT replays scripted "
-                "words whatever you say, the TTS hums, the LLM echoes. For a real conversation "
-                "on this machine run `make run` (local engines) instead."
-            )
             sys.stdout.flush()
             if status_interval_s > 0:
                 nursery.start_soon(_log_status, running, status_interval_s)
