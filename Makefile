@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 HOST ?= 0.0.0.0
 PORT ?= 8000
 
-.PHONY: run serve test lint sim engines install local-llm clean
+.PHONY: run serve test lint sim engines install local-llm clean mutation
 
 # The server, its dev tools and the local engines (the `local` extra: Moonshine, Silero VAD,
 # Piper; weights inside pinned packages, checked by SHA-256 at load).
@@ -57,3 +57,9 @@ test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+## Mutation testing of the core, the protocol layer and the writer (slow; not part of `make test`).
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet mutmut==3.8.1
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
