@@ -383,13 +383,17 @@ async def test_telephone_audio_and_items_after_a_reply() -> None:
 
 async def test_a_client_that_sends_no_audio_keeps_its_session(virtual_clock) -> None:
     """moshi-server closes an STT stream that receives nothing for 20 s; a text-only OpenAI
-    client sends no audio at all, so the server keeps the stream alive with silent frames."""
+    client sends no audio at all, so the server keeps the stream alive with silent frames.
+    (Its first event comes at once: a client that sends none for UNMUTE_FIRST_EVENT_TIMEOUT_S
+    is closed, see test_client_timeouts.py.)"""
     async with conversation_stack() as stack:
         url = stack.realtime_url + "?model=sim-model"
         async with open_websocket_url(url) as ws:
             with trio.fail_after(300):
                 created = json.loads(await ws.get_message())
                 assert created["type"] == "session.created"
+                session = {"type": "realtime", "output_modalities": ["text"]}
+                await ws.send_message(json.dumps({"type": "session.update", "session": session}))
                 await trio.sleep(60)  # virtual time: three STT idle timeouts
                 item = {
                     "type": "message",
@@ -399,8 +403,6 @@ async def test_a_client_that_sends_no_audio_keeps_its_session(virtual_clock) -> 
                 await ws.send_message(
                     json.dumps({"type": "conversation.item.create", "item": item})
                 )
-                session = {"type": "realtime", "output_modalities": ["text"]}
-                await ws.send_message(json.dumps({"type": "session.update", "session": session}))
                 await ws.send_message(json.dumps({"type": "response.create"}))
                 while (event := json.loads(await ws.get_message()))["type"] != "response.done":
                     assert event["type"] != "error", event

@@ -79,6 +79,25 @@ class Settings:
     proxy_headers: ProxyMode = "x-forwarded"
     # Graceful shutdown (web/drain.py): how long a running bot reply may go on after SIGTERM.
     drain_timeout_s: float = 10.0
+    # Idle clients on /v1/realtime (session/idle.py, docs/configuration.md): each session holds
+    # one of UNMUTE_MAX_SESSIONS slots, so a client that sends nothing must not keep one.
+    # - first_event_timeout_s, from the upgrade to the Unmute dialect's session.update (in the
+    #   OpenAI dialect to any client event: its clients need not send session.update). The
+    #   Unmute frontend sends session.update the moment the socket opens, SDKs send their first
+    #   event right after session.created: 15 s is ample for a slow network, and 64 silent
+    #   sockets give their slots back in 15 s instead of holding them for minutes.
+    # - client_idle_timeout_s, afterwards: the longest the server waits for any client frame
+    #   while no bot reply is in progress. A browser sends audio every 40 ms, so a silent one is
+    #   gone; but an OpenAI text or agent client may be silent while its user reads and types or
+    #   while it runs a tool: 2 minutes covers a slow tool call, and a client that may think
+    #   longer can send any event now and then (or the limit can be raised).
+    first_event_timeout_s: float = 15.0
+    client_idle_timeout_s: float = 120.0
+    # POST /v1/voices (web/routes.py): the whole request body must arrive within this time,
+    # else 408 and the connection closes (a stalled or dripping upload holds a connection).
+    # 10 s moves a 4 MiB body (UNMUTE_MAX_UPLOAD_BYTES) at 3.4 Mbit/s and the page's recorded
+    # sample (~10 s of 24 kHz WAV, ~0.5 MB) at 0.4 Mbit/s.
+    upload_body_timeout_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +139,15 @@ class Settings:
             ),
             proxy_headers=_proxy_headers(env, "UNMUTE_PROXY_HEADERS", d.proxy_headers),
             drain_timeout_s=_float(env, "UNMUTE_DRAIN_TIMEOUT_S", d.drain_timeout_s),
+            first_event_timeout_s=_float(
+                env, "UNMUTE_FIRST_EVENT_TIMEOUT_S", d.first_event_timeout_s
+            ),
+            client_idle_timeout_s=_float(
+                env, "UNMUTE_CLIENT_IDLE_TIMEOUT_S", d.client_idle_timeout_s
+            ),
+            upload_body_timeout_s=_float(
+                env, "UNMUTE_UPLOAD_BODY_TIMEOUT_S", d.upload_body_timeout_s
+            ),
         )
 
 

@@ -5,6 +5,7 @@ session nursery                     (one per WebSocket)
 ├── writer       bounded queue → audio encode → JSON → WebSocket  (the only sender)
 ├── recorder     (when KYUTAI_RECORDINGS_DIR is set) batches JSONL lines to disk
 ├── drain watch  when the server shuts down: let the running reply end, then close with 1001
+├── idle watch   a client that sends nothing: close with 1008 (first event, then idle limit)
 └── main
     ├── client reader  the front (protocol): frames → session calls and machine events
     ├── stt link       connect (discovery), then:
@@ -60,6 +61,7 @@ from unmute_trio.services.stt import SpeechToText
 from unmute_trio.session.context import LlmLink, RealtimeSocket, SessionContext
 from unmute_trio.session.drain import CLOSE_REASON, RunningCount
 from unmute_trio.session.front import ClientFront
+from unmute_trio.session.idle import ClientSilence, SilenceClose
 from unmute_trio.session.links import NetworkLinks, ServiceLinks
 from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.recorder import Recorder
@@ -120,6 +122,14 @@ class Session:
         self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
         self._pending_flush_frames = 0
         self._drain_told = False  # DrainStarted was given to the machine
+        # The idle watch (session/idle.py), and whether it is closing the session.
+        opening = "session.update" if isinstance(self.front, UnmuteFront) else "client event"
+        self._silence = ClientSilence(
+            self.settings.first_event_timeout_s,
+            self.settings.client_idle_timeout_s,
+            opening_event=opening,
+        )
+        self._closing_idle = False
         self._in_audio_in = False
         self.recorder = Recorder.for_session(self.settings.recordings_dir)
         self.writer = ClientWriter(
@@ -146,6 +156,7 @@ class Session:
                 nursery.start_soon(self._write_then_end, nursery.cancel_scope)
                 nursery.start_soon(self._main)
                 nursery.start_soon(self._close_when_draining)
+                nursery.start_soon(self._close_when_idle)
         except* Exception as group:
             await self._end_after_exception(group)
 
@@ -191,6 +202,8 @@ class Session:
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self, event: Event) -> None:
+        if self._closing_idle:
+            return  # the session is being closed for the client's silence; nothing new starts
         if self._state.drain.started and not self._drain_told:
             # Before anything else that happens after the drain began, even in the same
             # scheduler pass as its start: the machine then starts no reply it cannot finish.
@@ -206,7 +219,8 @@ class Session:
         self.writer.send_event(event)
 
     async def receive(self) -> str | bytes:
-        return await self._socket.receive()
+        with self._silence.reading():
+            return await self._socket.receive()
 
     def _apply(self, action: Action) -> None:
         if isinstance(action, Notify):
@@ -266,6 +280,30 @@ class Session:
         self.writer.send_event(self.front.fatal(drain.goodbye_message, drain.error_code))
         self.writer.close(CloseCode.GOING_AWAY, CLOSE_REASON)
 
+    async def _close_when_idle(self) -> None:
+        """A client that sends nothing gives its slot back (session/idle.py has the rules)."""
+        close = await self._silence.wait_expired(
+            opened=self._client_opened, replying=lambda: self._running_turns.count > 0
+        )
+        self._close_for_silence(close)
+
+    def _client_opened(self) -> bool:
+        # Unmute dialect: its session.update (set before the front handles it); OpenAI: any.
+        if isinstance(self.front, UnmuteFront):
+            return self.front.session_update_received
+        return self._silence.frames > 0
+
+    def _close_for_silence(self, close: SilenceClose) -> None:
+        """Like a failure's CloseSession: nothing a running turn queued follows the error."""
+        log.info("closing a session: %s", close.reason)
+        metrics.FORCE_DISCONNECTS.inc()
+        self._closing_idle = True
+        self._cancelled_turns.update(self._turn_scopes)
+        for scope in self._turn_scopes.values():
+            scope.cancel(reason=f"the session closes: {close.reason}")
+        self.writer.send_event(self.front.fatal(close.message, close.error_code))
+        self.writer.close(CloseCode.POLICY_VIOLATION, close.reason)
+
     def _service_failed(self, error: ServiceError, *, turn_id: int | None) -> None:
         log.warning("service failure (turn %s): %r", turn_id, error)
         actions = self.machine.handle(ServiceFailed.from_error(error, turn_id=turn_id))
@@ -289,6 +327,7 @@ class Session:
             finally:
                 del self._turn_scopes[start.turn_id]
                 self._running_turns.finished()
+                self._silence.reply_ended()
         if scope.cancelled_caught:
             log.debug("turn %d ended by its cancellation", start.turn_id)
 

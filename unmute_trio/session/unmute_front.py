@@ -85,6 +85,9 @@ class UnmuteFront:
     def __init__(self) -> None:
         self._opus_in = OpusInput()
         self._opus_out = OpusOutput()  # one Ogg stream for the whole connection
+        # A valid session.update arrived (set before it is handled, which may wait for the
+        # prompt): the session's first-event timeout waits for it (session/idle.py).
+        self.session_update_received = False
 
     async def serve(self, session: SessionPort) -> None:
         while True:
@@ -113,6 +116,7 @@ class UnmuteFront:
             await session.audio_in(pcm)
 
     async def _session_update(self, session: SessionPort, event: browser.SessionUpdate) -> None:
+        self.session_update_received = True
         session.record_client(event)
         config = event.session
         system_prompt = None

@@ -1,28 +1,51 @@
-"""A fix for hypercorn (checked on 0.18.0): an oversized WebSocket message leaks the session.
+"""Fixes for hypercorn (checked on 0.18.0 with Quart-Trio 0.12), applied when the app is created.
 
-When a client sends a message larger than ``websocket_max_message_size``, hypercorn sends close
-1009 but never ends the stream: every further chunk of the message triggers another close, the
-ASGI app is never told ``websocket.disconnect``, and even the client dropping TCP does not end
-it. Each such message would hold a session (and its slot under the session limit) forever.
+1. An oversized WebSocket message leaks the session. When a client sends a message larger than
+   ``websocket_max_message_size``, hypercorn sends close 1009 but never ends the stream: every
+   further chunk of the message triggers another close, the ASGI app is never told
+   ``websocket.disconnect``, and even the client dropping TCP does not end it. Each such
+   message would hold a session (and its slot under the session limit) forever. The fix ends
+   the stream right after the 1009 close, the way hypercorn itself ends it after a normal close
+   handshake, so the app is cancelled and the connection closed.
 
-The fix ends the stream right after the 1009 close, the way hypercorn itself ends it after a
-normal close handshake, so the app is cancelled and the connection closed. ``apply()`` is
-idempotent and is called when the app is created.
+2. A connection is not freed, nor its keep-alive timer started, after a response. hypercorn
+   does its end-of-request bookkeeping inside the app's task, right after telling the app
+   ``http.disconnect``, and Quart-Trio answers that by cancelling the task: the bookkeeping is
+   cancelled half-way. After a response sent before the request body is complete (408 for a
+   stalled upload, 413, 404), the close of the connection is lost: the socket stays open and
+   hypercorn reads it with no time limit for as long as the client keeps silent. After any
+   other response, the restart of the keep-alive timer is lost: an idle keep-alive connection
+   is never closed (``keep_alive_timeout`` does nothing). The fix shields hypercorn's
+   connection events ``Closed`` and ``Updated`` from that cancellation (bounded by
+   :data:`BOOKKEEPING_TIMEOUT_S`; they close a socket or restart a timer, which is immediate,
+   but a TLS close_notify to a client that does not read may not be).
+
+``apply()`` is idempotent (each patch carries a mark).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import trio
+from hypercorn.events import Closed, Updated
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
+from hypercorn.trio import tcp_server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
 
 _APPLIED_MARK = "_unmute_trio_fixed"
+# Longest hypercorn's close of a connection (or restart of its timer) may take, shielded.
+BOOKKEEPING_TIMEOUT_S = 1.0
 
 
 def apply() -> None:
+    _end_stream_after_message_too_big()
+    _shield_connection_bookkeeping()
+
+
+def _end_stream_after_message_too_big() -> None:
     original = ws_stream.WSStream._send_wsproto_event
     if getattr(original, _APPLIED_MARK, False):
         return
@@ -38,3 +61,21 @@ def apply() -> None:
 
     setattr(send_and_end_on_too_big, _APPLIED_MARK, True)
     ws_stream.WSStream._send_wsproto_event = send_and_end_on_too_big  # type: ignore[method-assign]  # the patch
+
+
+def _shield_connection_bookkeeping() -> None:
+    original = tcp_server.TCPServer.protocol_send
+    if getattr(original, _APPLIED_MARK, False):
+        return
+
+    async def protocol_send_shielded(self: Any, event: Any) -> None:
+        if not isinstance(event, (Closed, Updated)):
+            await original(self, event)  # RawData: hypercorn shields the send itself
+            return
+        with trio.move_on_after(BOOKKEEPING_TIMEOUT_S) as scope:
+            scope.shield = True
+            # A cancelled aclose still closes the socket (trio's rule for aclose).
+            await original(self, event)
+
+    setattr(protocol_send_shielded, _APPLIED_MARK, True)
+    tcp_server.TCPServer.protocol_send = protocol_send_shielded  # type: ignore[method-assign]  # the patch

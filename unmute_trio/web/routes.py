@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+import trio
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess as prometheus_multiprocess
 from quart import Quart, Response, current_app, jsonify, request
@@ -26,6 +27,10 @@ def state() -> AppState:
 def error_response(status: int, detail: str) -> tuple[dict[str, str], int]:
     # FastAPI's shape ({"detail": ...}), which clients of the original already understand.
     return {"detail": detail}, status
+
+
+# What an upload that stalls gets (docs/configuration.md, UNMUTE_UPLOAD_BODY_TIMEOUT_S).
+UploadAnswer = tuple[dict[str, str], int] | tuple[dict[str, str], int, dict[str, str]]
 
 
 def install_routes(app: Quart) -> None:
@@ -61,7 +66,7 @@ def install_routes(app: Quart) -> None:
         return jsonify(public_voices(state().voices))
 
     @app.post("/v1/voices")
-    async def upload_voice() -> tuple[dict[str, str], int] | dict[str, str]:
+    async def upload_voice() -> UploadAnswer | dict[str, str]:
         st = state()
         limit = st.settings.max_upload_bytes
         length = request.content_length
@@ -71,7 +76,19 @@ def install_routes(app: Quart) -> None:
             return error_response(
                 413, f"File too large: {length} bytes, the limit is {limit} bytes"
             )
-        files = await request.files
+        # The whole body must arrive in time: a client that announces more than it sends (or
+        # drips it) would otherwise hold the connection for Quart's BODY_TIMEOUT (60 s), or
+        # forever with it disabled. Ours replaces Quart's for this request; when it runs out,
+        # the answer is 408 and hypercorn closes the connection, since the request is
+        # unfinished (that close needs web/hypercorn_fixes.py).
+        body_timeout_s = st.settings.upload_body_timeout_s
+        request.body_timeout = None
+        with trio.move_on_after(body_timeout_s) as body_wait:
+            files = await request.files
+        if body_wait.cancelled_caught:
+            log.info("voice upload: the request body did not arrive within %g s", body_timeout_s)
+            detail = f"The request body did not arrive within {body_timeout_s:g} s"
+            return {"detail": detail}, 408, {"Connection": "close"}
         upload = files.get("file")
         if upload is None:
             return error_response(400, "Expected a multipart/form-data field named 'file'")
