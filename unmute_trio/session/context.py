@@ -27,6 +27,11 @@ class RealtimeSocket(Protocol):
     goes away the calling task is cancelled (that is how Quart-Trio reports a disconnect).
     """
 
+    @property
+    def query(self) -> Mapping[str, str]:
+        """The query parameters of the URL the client opened (``model`` for OpenAI clients)."""
+        ...
+
     async def receive(self) -> str | bytes: ...
 
     async def send(self, text: str) -> None: ...

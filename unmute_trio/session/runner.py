@@ -92,9 +92,8 @@ async def run_conversation(
 
 def make_front(dialect: Dialect, state: SessionContext, socket: RealtimeSocket) -> ClientFront:
     if dialect == "openai":
-        # The query (its ``model``) is reported back in session.created; sockets built by
-        # tests may have none.
-        return OpenAIFront(state, dict(getattr(socket, "query", {})))
+        # The query's ``model`` is reported back in session.created.
+        return OpenAIFront(state, dict(socket.query))
     return UnmuteFront()
 
 
