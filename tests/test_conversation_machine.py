@@ -36,6 +36,7 @@ from unmute_trio.conversation.events import (
     LlmToolCall,
     ResponseCancelRequested,
     ResponseFinished,
+    ResponseInterrupted,
     ResponseRequested,
     ResponseSpec,
     ResponseStarted,
@@ -45,7 +46,9 @@ from unmute_trio.conversation.events import (
     TurnDeleteRequested,
     TurnOptions,
     TurnOptionsChanged,
+    UserSpeechStarted,
     UserTextAdded,
+    UserTranscriptDelta,
 )
 from unmute_trio.conversation.messages import (
     CANCELLED_BY_CLIENT,
@@ -585,6 +588,8 @@ def test_a_cancelled_request_interrupts_the_reply() -> None:
     s.m.handle(ResponseRequested())
     actions = s.m.handle(ResponseCancelRequested())
     assert actions[0] == CancelTurn(1, reason=CANCELLED_BY_CLIENT)
+    # The note says why, so the OpenAI front reports client_cancelled, not turn_detected.
+    assert actions[1] == Notify(ResponseInterrupted(1, CANCELLED_BY_CLIENT))
     assert s.m.state is State.WAITING_FOR_USER
     assert s.m.handle(ResponseCancelRequested()) == []  # nothing left to cancel
 
@@ -669,6 +674,33 @@ def test_no_reply_starts_once_the_server_drains() -> None:
     assert s.m.state is State.WAITING_FOR_USER
     assert s(SttWord("more", 9.0))[0] == delta("more", 9.0)
     assert not any(isinstance(a, CancelTurn) for a in s(SttWord("words", 9.5)))
+    s.audio_until(30.0)  # the silence clock runs from when the reply was refused: no crash
+
+
+def test_a_commit_with_nothing_heard_yet_opens_the_turn_its_late_words_join() -> None:
+    """Manual turns: the client commits audio whose words are still inside the STT."""
+    s = manual()
+    committed = s.m.handle(AudioCommitted())
+    assert FlushStt(8) in committed and s.m.state is State.FLUSHING_STT
+    late = s.m.handle(SttWord("late", 1.0))
+    # The first word of the turn opened by the commit is its first word: speech starts.
+    assert [type(a.note) for a in late if isinstance(a, Notify)] == [
+        UserTranscriptDelta,
+        UserSpeechStarted,
+    ]
+    ended = s.step(0.9, steps=8)
+    assert s.m.state is State.WAITING_FOR_USER  # no reply was asked for
+    assert s.m.transcript.llm_messages("SYS")[1:] == [msg("user", "late")]
+    assert ended == []  # the Unmute dialect has no event for the end of a user turn
+
+
+def test_a_reply_announces_its_kind_and_its_transcript_turn() -> None:
+    s = manual()
+    actions = s.m.handle(ResponseRequested(ResponseSpec(speak=False)))
+    [started] = [a.note for a in actions if isinstance(a, Notify)]
+    assert isinstance(started, ResponseStarted)
+    assert started.speak is False
+    assert s.m.transcript.get(started.key).role == "assistant"
 
 
 def test_the_same_events_give_the_same_actions() -> None:
