@@ -55,11 +55,11 @@ async def main(args: argparse.Namespace) -> int:
             elif event.type == "history_updated":
                 last = event.history[-1] if event.history else None
                 if last is not None and last.type == "message" and last.role == "assistant":
+                    # The SDK fills the transcript once the reply's item is done.
                     text = "".join(getattr(c, "transcript", None) or "" for c in last.content)
-                    if text and last.status == "completed":
+                    if text and len(audio) > 0:
                         print(f"assistant: {text}")
-            elif event.type == "audio_end" and len(audio) > 0:
-                break
+                        break
     with wave.open(args.wav, "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
