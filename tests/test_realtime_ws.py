@@ -9,9 +9,13 @@ import httpx
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
 
 from tests.conftest import replace
+from unmute_trio.session.runner import run_conversation
 from unmute_trio.settings import Settings, SettingsError
+from unmute_trio.web.realtime import CLOSE_HANDSHAKE_TIMEOUT_S
 
 # The exact event the original frontend sends on connect (contract 3.4).
 FRONTEND_SESSION_UPDATE = {
@@ -22,6 +26,11 @@ FRONTEND_SESSION_UPDATE = {
         "allow_recording": True,
     },
 }
+
+
+# How long flood_until_closed's client sends without reading, like a browser tab busy with
+# its microphone while the server's answer waits in the socket.
+BUSY_READER_S = 0.3
 
 
 def ws_url(base: str) -> str:
@@ -200,3 +209,118 @@ def test_api_keys_setting() -> None:
     assert Settings.from_env({}).api_keys == ()
     with pytest.raises(SettingsError):
         Settings.from_env({"UNMUTE_API_KEYS": "has space"})
+
+
+async def test_refused_client_that_keeps_sending_gets_a_clean_close(
+    serve, all_down_settings
+) -> None:
+    """A browser sends microphone audio from the moment the socket opens. When the server
+    refuses it (full), the server must read until the client's close frame instead of closing
+    TCP with audio unread: the kernel would then reset the connection, and a browser whose
+    write meets the reset reports 1006 instead of the refusal (issue 15, item 9). Raw wsproto
+    over TCP, because trio-websocket hides a reset that follows a close frame."""
+    base = await serve(replace(all_down_settings, max_sessions=1))
+    port = int(base.rsplit(":", 1)[1])
+    audio = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 6000})
+    async with open_websocket_url(ws_url(base), subprotocols=["realtime"]) as first:
+        await first.send_message(json.dumps(FRONTEND_SESSION_UPDATE))
+        assert (await receive_json(first))["type"] == "session.updated"
+        for _ in range(5):
+            with trio.fail_after(5):
+                outcome = await flood_until_closed(port, audio)
+            assert outcome == (1013, "server full", "fatal", "clean end of stream")
+
+
+async def test_session_closed_by_the_server_while_the_client_sends_ends_cleanly(
+    serve, all_down_settings
+) -> None:
+    """The same for a session the server ends itself: the real session runner, which fails
+    the session (fatal, 1011) because the speech-to-text service cannot be reached."""
+    base = await serve(all_down_settings, session_runner=run_conversation)
+    port = int(base.rsplit(":", 1)[1])
+    audio = json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 6000})
+    with trio.fail_after(5):
+        code, _, error, ending = await flood_until_closed(port, audio)
+    assert (code, error, ending) == (1011, "fatal", "clean end of stream")
+
+
+async def flood_until_closed(port: int, message: str) -> tuple[int, str, str, str]:
+    """Open a websocket and send ``message`` as fast as TCP takes it. Like a busy browser tab,
+    read nothing for :data:`BUSY_READER_S` after the upgrade; then read, stop sending at the
+    server's close frame, answer it and read to the end. Returns the close code and reason,
+    the last event's error type, and how the connection ended."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(
+        ws.send(Request(host=f"127.0.0.1:{port}", target="/v1/realtime", subprotocols=["realtime"]))
+    )
+    events: list[object] = []
+    while not any(isinstance(e, AcceptConnection) for e in events):
+        ws.receive_data(await stream.receive_some(65536))
+        events.extend(ws.events())
+    closed = trio.Event()
+    ending = "clean end of stream"
+    send_lock = trio.Lock()
+
+    async def flood() -> None:
+        nonlocal ending
+        try:
+            while not closed.is_set():
+                async with send_lock:
+                    if not closed.is_set():
+                        await stream.send_all(ws.send(Message(data=message)))
+        except trio.BrokenResourceError as e:
+            ending = f"sending failed: {e.__cause__!r}"
+            closed.set()
+
+    texts: list[str] = []
+    close: CloseConnection | None = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        await trio.sleep(BUSY_READER_S)
+        try:
+            while not closed.is_set() or close is not None:
+                for event in events:
+                    if isinstance(event, TextMessage):
+                        texts.append(event.data)
+                    elif isinstance(event, CloseConnection):
+                        close = event
+                        closed.set()
+                        async with send_lock:
+                            await stream.send_all(ws.send(event.response()))
+                events = []
+                data = await stream.receive_some(65536)
+                if not data:
+                    break
+                ws.receive_data(data)
+                events = list(ws.events())
+        except trio.BrokenResourceError as e:
+            ending = f"reading failed: {e.__cause__!r}"
+        closed.set()
+    await stream.aclose()
+    assert close is not None, (texts, ending)
+    last_error = json.loads(texts[-1])["error"]["type"] if texts else ""
+    return close.code, close.reason, last_error, ending
+
+
+async def test_a_client_that_never_answers_the_close_is_dropped(serve, all_down_settings) -> None:
+    """The wait for the client's close frame is bounded (CLOSE_HANDSHAKE_TIMEOUT_S)."""
+    base = await serve(replace(all_down_settings, max_sessions=1))
+    port = int(base.rsplit(":", 1)[1])
+    async with open_websocket_url(ws_url(base), subprotocols=["realtime"]) as first:
+        await first.send_message(json.dumps(FRONTEND_SESSION_UPDATE))
+        assert (await receive_json(first))["type"] == "session.updated"
+        ws = WSConnection(ConnectionType.CLIENT)
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(
+            ws.send(
+                Request(host=f"127.0.0.1:{port}", target="/v1/realtime", subprotocols=["realtime"])
+            )
+        )
+        events = []
+        with trio.fail_after(CLOSE_HANDSHAKE_TIMEOUT_S + 3):
+            while data := await stream.receive_some(65536):
+                ws.receive_data(data)
+                events.extend(ws.events())  # and never a close frame back
+        await stream.aclose()
+    assert isinstance(events[-1], CloseConnection) and events[-1].code == 1013

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 MAX_CLIENT_FRAME_BYTES = 1024 * 1024
 # Longest Origin header quoted in the log line of a refusal.
 MAX_LOGGED_ORIGIN_CHARS = 100
+# Longest wait for the client's close frame after ours (see QuartRealtimeSocket.finish_close).
+CLOSE_HANDSHAKE_TIMEOUT_S = 2.0
 
 
 class QuartRealtimeSocket:
@@ -55,6 +57,7 @@ class QuartRealtimeSocket:
 
     def __init__(self, query: dict[str, str]) -> None:
         self.query = query
+        self.close_sent = False
 
     async def receive(self) -> str | bytes:
         return await websocket.receive()
@@ -63,7 +66,22 @@ class QuartRealtimeSocket:
         await websocket.send(text)
 
     async def close(self, code: int, reason: str = "") -> None:
+        self.close_sent = True
         await websocket.close(code, reason)
+
+    async def finish_close(self) -> None:
+        """After our close frame, read (and drop) what the client still sends until its own
+        close frame arrives; Quart-Trio then cancels the handler and hypercorn closes TCP.
+
+        Returning at once would let hypercorn close the TCP connection while the client's
+        microphone audio sits unread in the kernel's buffer. The kernel then answers with a
+        reset instead of a clean close, and a browser whose next write fails on that reset
+        reports close 1006, without the code and reason we sent (issue 15, item 9).
+        Bounded: a client that never answers our close is dropped after
+        :data:`CLOSE_HANDSHAKE_TIMEOUT_S`."""
+        with trio.move_on_after(CLOSE_HANDSHAKE_TIMEOUT_S):
+            while True:
+                await websocket.receive()
 
 
 def install_realtime(app: Quart) -> None:
@@ -111,6 +129,7 @@ def install_realtime(app: Quart) -> None:
             refusal = front.fatal(st.drain.refusal_message, st.drain.error_code)
             await socket.send(front.encode(refusal))
             await socket.close(CloseCode.TRY_AGAIN_LATER, "server shutting down")
+            await socket.finish_close()
             return
         if st.active_sessions >= st.settings.max_sessions:
             log.warning("refusing a session: %d sessions already open", st.active_sessions)
@@ -120,6 +139,7 @@ def install_realtime(app: Quart) -> None:
             )
             await socket.send(front.encode(front.fatal(message, "server_full")))
             await socket.close(CloseCode.TRY_AGAIN_LATER, "server full")
+            await socket.finish_close()
             return
         metrics.SESSIONS.inc()
         metrics.ACTIVE_SESSIONS.inc()
@@ -130,6 +150,9 @@ def install_realtime(app: Quart) -> None:
         finally:
             metrics.ACTIVE_SESSIONS.dec()
             metrics.SESSION_DURATION.observe(trio.current_time() - started)
+        # The session's slot is free already; only the socket waits for the client's close.
+        if socket.close_sent:
+            await socket.finish_close()
 
 
 def origin_allowed(origin: str, cors_origins: tuple[str, ...]) -> bool:
