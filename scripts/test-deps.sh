@@ -4,6 +4,9 @@
 #
 # The browser end-to-end test (tests/test_browser_e2e.py) drives Debian's Chromium headless.
 # The local-engine tests speak with Debian's espeak-ng (a voice other than the local TTS).
+# The shared voice store tests (tests/test_redis_voices.py) start Debian's redis-server
+# themselves, on a free port (installing the package may also start Debian's own service on 6379;
+# the tests do not use it).
 # Nothing is downloaded besides Debian packages: no browser from a test tool's own site.
 #
 #   UNMUTE_SKIP_BROWSER_TESTS=1   skip the browser test (and the Chromium install) explicitly
@@ -11,9 +14,10 @@
 set -euo pipefail
 
 chromium="${UNMUTE_CHROMIUM:-/usr/bin/chromium}"
-# espeak-ng speaks the test sentences; sox measures audio in the benchmarks. Chromium, and a font
+# espeak-ng speaks the test sentences; sox measures audio in the benchmarks; redis-server backs the
+# shared voice store. Chromium, and a font
 # so the page's screenshot shows text (the package only recommends fonts, which are not installed).
-packages=(espeak-ng sox)
+packages=(espeak-ng sox redis-server)
 if [[ "${UNMUTE_SKIP_BROWSER_TESTS:-}" == "1" ]]; then
     echo "test-deps: UNMUTE_SKIP_BROWSER_TESTS=1: not installing Chromium; the browser test is skipped"
 else
@@ -45,7 +49,7 @@ if [[ "$(id -u)" != "0" ]]; then
     exit 1
 fi
 
-echo "test-deps: installing ${missing[*]} (Debian packages, for the browser and local-engine tests)"
+echo "test-deps: installing ${missing[*]} (Debian packages, for the browser, local-engine and Redis tests)"
 export DEBIAN_FRONTEND=noninteractive
 # A mirror can fail for a moment; three tries before giving up.
 for attempt in 1 2 3; do

@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import make_stub_service, replace
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.settings import Settings
+from unmute_trio.voice_store import MemoryVoiceStore
 
 
 async def test_root_greets_with_json(serve, all_down_settings: Settings) -> None:
@@ -51,6 +52,8 @@ async def test_health_with_no_service_running(serve, all_down_settings: Settings
         "llm_up": False,
         "voice_cloning_up": False,
         "engines": {"stt": None, "tts": None, "llm": None},
+        "voice_store": "memory",
+        "voice_store_up": True,
         "ok": False,
         "api_key_required": False,
     }
@@ -69,6 +72,8 @@ async def test_health_with_every_service_up(serve, serve_stub) -> None:
         "llm_up": True,
         "voice_cloning_up": True,
         "engines": {"stt": None, "tts": None, "llm": "stub-model"},
+        "voice_store": "memory",
+        "voice_store_up": True,
         "ok": True,
         "api_key_required": False,
     }
@@ -139,7 +144,8 @@ async def test_health_result_is_cached_briefly(
     stub = make_stub_service()
     settings = replace(all_down_settings, llm_url=await serve_stub(stub), health_timeout_s=30)
     async with httpx.AsyncClient() as http:
-        checker = HealthChecker(settings, http)
+        store = MemoryVoiceStore(ttl_s=60, max_entries=1, clock=trio.current_time)
+        checker = HealthChecker(settings, http, store)
         async with trio.open_nursery() as nursery:
             for _ in range(5):
                 nursery.start_soon(checker.check)

@@ -49,7 +49,7 @@ async def test_cloned_voice_is_sent_to_the_tts_before_any_text(virtual_clock) ->
     async with conversation_stack() as stack:
         embeddings = np.linspace(-1, 1, 512 * 125, dtype=np.float32)
         message = moshi.encode(moshi.Voice(embeddings=embeddings, shape=[1, 512, 125]))
-        name = stack.state.voice_store.add(message)
+        name = await stack.state.voice_store.add(message)
         async with VoiceClient.connect(stack.realtime_url) as client:
             with trio.fail_after(60):
                 await greet(client, voice=name)
@@ -57,6 +57,25 @@ async def test_cloned_voice_is_sent_to_the_tts_before_any_text(virtual_clock) ->
     [record] = [c for c in stack.tts.connections_log if c.words_spoken]
     assert record.voice is None  # a custom voice never goes into the URL
     assert record.voice_message and record.voice_shape == [1, 512, 125]
+
+
+async def test_an_unknown_cloned_voice_is_spoken_with_the_default_voice_and_a_warning(
+    virtual_clock,
+) -> None:
+    unknown = "custom:7b0a4b53-7d8e-4a34-9d77-52b1ad3f4f0e"  # expired, or from another process
+    async with conversation_stack() as stack:
+        async with VoiceClient.connect(stack.realtime_url) as client:
+            with trio.fail_after(60):
+                await greet(client, voice=unknown)
+        await wait_service_connections_closed(stack)
+    [record] = [c for c in stack.tts.connections_log if c.words_spoken]
+    assert record.voice is None and not record.voice_message
+    warnings = [(e["error"]["type"], e["error"]["message"]) for e in client.of_type("error")]
+    message = (
+        f"The cloned voice '{unknown}' is not known (cloned voices expire); "
+        "the default voice speaks instead."
+    )
+    assert warnings == [("warning", message)]
 
 
 class StalledSocket:

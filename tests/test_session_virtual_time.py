@@ -23,7 +23,7 @@ from unmute_trio.session.runner import Session
 from unmute_trio.settings import Settings
 from unmute_trio.testing.in_memory import InMemoryLinks, ScriptedLlm
 from unmute_trio.testing.speech import silence, speech_like
-from unmute_trio.voice_store import VoiceStore
+from unmute_trio.voice_store import MemoryVoiceStore, VoiceStore
 from unmute_trio.voices import VoiceSample
 
 CHUNK_S = 0.04  # the client sends 40 ms of audio every 40 ms of (virtual) time
@@ -79,7 +79,7 @@ def make_session(llm: ScriptedLlm) -> tuple[Session, MemorySocket, InMemoryLinks
     ctx = Context(
         settings=Settings(),
         voices=[],
-        voice_store=VoiceStore(ttl_s=60, max_entries=4, clock=trio.current_time),
+        voice_store=MemoryVoiceStore(ttl_s=60, max_entries=4, clock=trio.current_time),
         llm=llm,
     )
     socket = MemorySocket()

@@ -87,6 +87,12 @@ VLLM_GEN_DURATION = Histogram("worker_vllm_gen_duration", "", buckets=GENERATION
 # Kept for dashboard compatibility; voice donation is not implemented (the project closed).
 VOICE_DONATION_SUBMISSIONS = Counter("worker_voice_donation_submissions", "")
 
+# Ours (not in the original): failed calls to the shared voice store (Redis), by operation:
+# add (an upload), get (a turn with a cloned voice), check (a health probe).
+VOICE_STORE_ERRORS = Counter(
+    "worker_voice_store_errors", "Failed voice store calls", labelnames=["operation"]
+)
+
 # Per-service lookup counters, used by service discovery.
 MISSES_BY_SERVICE = {"stt": STT_MISSES, "tts": TTS_MISSES}
 HARD_MISSES_BY_SERVICE = {"stt": STT_HARD_MISSES, "tts": TTS_HARD_MISSES}

@@ -73,6 +73,13 @@ class Settings:
     voice_cloning_timeout_s: float = 15.0
     custom_voice_ttl_s: float = 3600.0
     max_custom_voices: int = 256
+    # The shared voice store (services/redis_voices.py): unset keeps voices in this process.
+    # Each Redis call is bounded by redis_timeout_s (connect, then the answer): long enough for a
+    # 320 KB voice on a loaded network, short enough that an upload answers 503 in a few
+    # seconds and a turn with a custom voice starts at most this late when Redis hangs.
+    redis_url: str | None = None
+    redis_timeout_s: float = 2.0
+    redis_max_connections: int = 8
     log_level: str = "INFO"
     # Behind reverse proxies (web/proxy.py): how many to trust, and which headers they write.
     trusted_proxy_hops: int = 0
@@ -133,6 +140,11 @@ class Settings:
             ),
             custom_voice_ttl_s=_float(env, "UNMUTE_CUSTOM_VOICE_TTL_S", d.custom_voice_ttl_s),
             max_custom_voices=_int(env, "UNMUTE_MAX_CUSTOM_VOICES", d.max_custom_voices, minimum=1),
+            redis_url=_redis_url(env, "UNMUTE_REDIS_URL"),
+            redis_timeout_s=_float(env, "UNMUTE_REDIS_TIMEOUT_S", d.redis_timeout_s),
+            redis_max_connections=_int(
+                env, "UNMUTE_REDIS_MAX_CONNECTIONS", d.redis_max_connections, minimum=1
+            ),
             log_level=_log_level(env, "UNMUTE_LOG_LEVEL", d.log_level),
             trusted_proxy_hops=_int(
                 env, "UNMUTE_TRUSTED_PROXY_HOPS", d.trusted_proxy_hops, minimum=0
@@ -180,6 +192,35 @@ def _service_url(env: Mapping[str, str], name: str, default: str, *, websocket: 
     if parts.query or parts.fragment:
         raise SettingsError(name, f"{raw!r} must not have a query string or fragment")
     return url.rstrip("/")
+
+
+def _redis_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _optional(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss"):
+        raise SettingsError(name, f"{redacted_url(raw)!r} must start with redis:// or rediss://")
+    if not parts.hostname:
+        raise SettingsError(name, f"{redacted_url(raw)!r} has no host name")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as e:
+        raise SettingsError(name, f"{redacted_url(raw)!r} has an invalid port: {e}") from None
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise SettingsError(name, f"{redacted_url(raw)!r}: the path must be a database number")
+    return raw
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for logs and messages."""
+    parts = urlsplit(url)
+    credentials, at, host = parts.netloc.rpartition("@")
+    if not at or ":" not in credentials:
+        return url
+    user = credentials.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:

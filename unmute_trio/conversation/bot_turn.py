@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from unmute_trio.conversation.events import (
     Action,
+    CustomVoiceMissing,
     LlmDone,
     LlmToolCall,
     LlmWord,
@@ -21,11 +22,11 @@ from unmute_trio.conversation.events import (
     ServiceWarning,
     TtsWordSpoken,
 )
-from unmute_trio.conversation.messages import retry_warning
+from unmute_trio.conversation.messages import custom_voice_warning, retry_warning
 from unmute_trio.conversation.transcript import Transcript
 
 # The events of a running reply that concern only the reply itself.
-ReplyEvent = LlmWord | LlmToolCall | TtsWordSpoken | ServiceRetrying
+ReplyEvent = LlmWord | LlmToolCall | TtsWordSpoken | ServiceRetrying | CustomVoiceMissing
 
 
 @dataclass
@@ -55,6 +56,9 @@ class BotTurn:
                 return [Notify(ResponseWordSpoken(self.turn_id, event.text))]
             case ServiceRetrying():
                 return [Notify(ServiceWarning(self.turn_id, retry_warning(event.service)))]
+            case CustomVoiceMissing():
+                message = custom_voice_warning(event.voice, event.store_unavailable)
+                return [Notify(ServiceWarning(self.turn_id, message))]
 
     def on_llm_done(self, event: LlmDone) -> list[Action]:
         if self.llm_done is not None:

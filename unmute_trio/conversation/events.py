@@ -130,6 +130,16 @@ class ServiceRetrying:
 
 
 @dataclass(frozen=True)
+class CustomVoiceMissing:
+    """The turn's cloned voice could not be had, so the TTS speaks with its default voice:
+    unknown or expired, or (``store_unavailable``) the voice store could not be reached."""
+
+    turn_id: int
+    voice: str
+    store_unavailable: bool
+
+
+@dataclass(frozen=True)
 class ServiceFailed:
     """A service failed for good. ``turn_id`` is ``None`` for session-wide services (STT)."""
 
@@ -243,6 +253,7 @@ Event = (
     | TtsWordSpoken
     | TurnAudioFinished
     | ServiceRetrying
+    | CustomVoiceMissing
     | ServiceFailed
     | TurnOptionsChanged
     | ResponseRequested
@@ -345,6 +356,7 @@ __all__ = [
     "AudioReceived",
     "CancelTurn",
     "CloseSession",
+    "CustomVoiceMissing",
     "DrainStarted",
     "Event",
     "FailureKind",

@@ -26,12 +26,13 @@ from __future__ import annotations
 import enum
 
 from unmute_trio.conversation import events as ev
-from unmute_trio.conversation.bot_turn import BotTurn
+from unmute_trio.conversation.bot_turn import BotTurn, ReplyEvent
 from unmute_trio.conversation.events import (
     Action,
     AudioReceived,
     CancelTurn,
     CloseSession,
+    CustomVoiceMissing,
     Event,
     FlushStt,
     LlmDone,
@@ -73,7 +74,7 @@ from unmute_trio.conversation.status import status_report
 from unmute_trio.conversation.transcript import USER_SILENCE_MARKER, Transcript
 from unmute_trio.protocol.close_codes import CloseCode
 
-_TurnEvent = LlmWord | LlmDone | LlmToolCall | TtsWordSpoken | TurnAudioFinished | ServiceRetrying
+_TurnEvent = ReplyEvent | LlmDone | TurnAudioFinished
 
 
 class ConversationState(enum.Enum):
@@ -167,6 +168,7 @@ class ConversationMachine:
                 | TtsWordSpoken()
                 | TurnAudioFinished()
                 | ServiceRetrying()
+                | CustomVoiceMissing()
             ):
                 return self._on_turn_event(event)
             case ev.TurnOptionsChanged():

@@ -26,3 +26,15 @@ def fatal_message(service: str, kind: FailureKind) -> str:
 
 def retry_warning(service: str) -> str:
     return f"Still looking for a free '{service}' server; the reply may be a bit late."
+
+
+def custom_voice_warning(voice: str, store_unavailable: bool) -> str:
+    if store_unavailable:
+        return (
+            f"The voice store is unavailable, so the cloned voice '{voice}' cannot be used; "
+            "the default voice speaks instead."
+        )
+    return (
+        f"The cloned voice '{voice}' is not known (cloned voices expire); "
+        "the default voice speaks instead."
+    )

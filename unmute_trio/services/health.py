@@ -7,6 +7,9 @@ run concurrently, each bounded by a timeout, and the result is cached briefly so
 page loads costs one round of probes; concurrent callers during a probe wait for that probe
 instead of starting their own.
 
+The voice store (memory, or Redis when ``UNMUTE_REDIS_URL`` is set) is probed too: a Redis
+``PING`` within the same timeout; ``problems["voice_store"]`` says why when it fails.
+
 The LLM counts as up only if replies can work: the server answers with a model list, and it
 serves ``KYUTAI_LLM_MODEL`` (or, when that is unset, exactly one model). Otherwise it is down and
 ``problems["llm"]`` says what to change (a server that cannot be reached has no entry: "down"
@@ -23,6 +26,7 @@ import trio
 
 from unmute_trio.services.llm_models import ModelList, model_problem, not_found_hint, server_root
 from unmute_trio.settings import Settings, ws_to_http
+from unmute_trio.voice_store import VoiceStore
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +46,15 @@ class Health:
     # the LLM so far: a KYUTAI_LLM_MODEL it does not serve, a URL that is not its root). In the
     # JSON only when not empty, so a healthy or unreachable setup answers as before.
     problems: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Where cloned voices are kept ("memory" or "redis"), and whether it answers. A store that
+    # is down costs only cloned voices (uploads answer 503, their sessions speak with the
+    # default voice), so like voice cloning it does not make the server unready.
+    voice_store: str = "memory"
+    voice_store_up: bool = True
 
     @property
     def ok(self) -> bool:
-        # Voice cloning is optional: conversations work without it.
+        # Voice cloning and the voice store are optional: conversations work without them.
         return self.tts_up and self.stt_up and self.llm_up
 
     def as_json(self) -> dict[str, object]:
@@ -57,10 +66,16 @@ class Health:
 
 class HealthChecker:
     def __init__(
-        self, settings: Settings, http: httpx.AsyncClient, *, cache_s: float = 0.5
+        self,
+        settings: Settings,
+        http: httpx.AsyncClient,
+        voice_store: VoiceStore,
+        *,
+        cache_s: float = 0.5,
     ) -> None:
         self._settings = settings
         self._http = http
+        self._voice_store = voice_store
         self._cache_s = cache_s
         self._lock = trio.Lock()
         self._cached: Health | None = None
@@ -100,10 +115,23 @@ class HealthChecker:
             if role in engines:
                 engines[role] = name
 
+        async def probe_voice_store() -> None:
+            with trio.move_on_after(s.health_timeout_s):
+                problem = await self._voice_store.check()
+                if problem is not None:
+                    problems["voice_store"] = problem
+                results["voice_store_up"] = problem is None
+                return
+            problems["voice_store"] = f"no answer within {s.health_timeout_s:g} s"
+
+        results["voice_store_up"] = False
         async with trio.open_nursery() as nursery:
             for key, (url, headers) in targets.items():
                 nursery.start_soon(probe, key, url, headers)
-        return Health(**results, engines=engines, problems=problems)
+            nursery.start_soon(probe_voice_store)
+        return Health(
+            **results, engines=engines, problems=problems, voice_store=self._voice_store.kind
+        )
 
     async def _probe(self, url: str, headers: dict[str, str]) -> httpx.Response | None:
         """The answer of one service, or None if it could not be reached in time."""

@@ -26,6 +26,7 @@ import numpy as np
 import trio
 
 from unmute_trio.conversation.events import (
+    CustomVoiceMissing,
     Event,
     LlmDone,
     LlmToolCall,
@@ -45,7 +46,7 @@ from unmute_trio.session.links import ServiceLinks
 from unmute_trio.session.pacer import PlaybackClock
 from unmute_trio.session.writer import ClientWriter
 from unmute_trio.settings import Settings
-from unmute_trio.voice_store import CUSTOM_VOICE_PREFIX, VoiceStore
+from unmute_trio.voice_store import CUSTOM_VOICE_PREFIX, VoiceStore, VoiceStoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ async def _connect_tts_with_retries(
     voice = start.voice
     custom = None
     if voice is not None and voice.startswith(CUSTOM_VOICE_PREFIX):
-        custom = host.voice_store.get(voice)
+        custom = await _custom_voice(host, start.turn_id, voice)
     delay = TTS_RETRY_FIRST_DELAY_S
     async with AsyncExitStack() as stack:
         for attempt in range(1, TTS_CONNECT_TRIES + 1):
@@ -150,6 +151,22 @@ async def _connect_tts_with_retries(
                 await trio.sleep(delay)
                 delay = min(delay * TTS_RETRY_BACKOFF, TTS_RETRY_MAX_DELAY_S)
         yield tts
+
+
+async def _custom_voice(host: TurnHost, turn_id: int, voice: str) -> bytes | None:
+    """The cloned voice's message; None (the TTS's default voice, and a warning to the
+    client) when it is unknown or the store cannot be reached. Looked up for every turn, so a
+    voice expires mid-conversation as in the original, and a store that comes back is used
+    again at once."""
+    try:
+        message = await host.voice_store.get(voice)
+    except VoiceStoreUnavailable as e:
+        log.warning("custom voice %s: %s; using the default voice", voice, e)
+        host.dispatch(CustomVoiceMissing(turn_id, voice, store_unavailable=True))
+        return None
+    if message is None:
+        host.dispatch(CustomVoiceMissing(turn_id, voice, store_unavailable=False))
+    return message
 
 
 async def _play(host: TurnHost, turn_id: int, tts: TextToSpeech) -> None:

@@ -22,9 +22,10 @@ from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient, LLMConfigError
 from unmute_trio.services.news import NewsClient
+from unmute_trio.services.redis_voices import RedisVoiceStore
 from unmute_trio.session.runner import run_conversation
 from unmute_trio.settings import Settings
-from unmute_trio.voice_store import VoiceStore
+from unmute_trio.voice_store import MemoryVoiceStore, VoiceStore
 from unmute_trio.voices import VoiceSample, load_voices
 from unmute_trio.web import hypercorn_fixes
 from unmute_trio.web.cors import install_cors
@@ -185,6 +186,24 @@ async def _detect_llm_model(llm: LLMClient) -> None:
                 log.warning("LLM model not known yet (sessions will retry): %s", e)
 
 
+def make_voice_store(settings: Settings) -> VoiceStore:
+    """Redis when ``UNMUTE_REDIS_URL`` is set (shared by replicas), else this process's memory."""
+    if settings.redis_url is not None:
+        store = RedisVoiceStore(
+            settings.redis_url,
+            ttl_s=settings.custom_voice_ttl_s,
+            timeout_s=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
+        )
+        log.info("cloned voices are kept in Redis at %s", store.where)
+        return store
+    return MemoryVoiceStore(
+        ttl_s=settings.custom_voice_ttl_s,
+        max_entries=settings.max_custom_voices,
+        clock=trio.current_time,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -206,11 +225,7 @@ def create_app(
     st = AppState(
         settings=settings,
         voices=voices,
-        voice_store=VoiceStore(
-            ttl_s=settings.custom_voice_ttl_s,
-            max_entries=settings.max_custom_voices,
-            clock=trio.current_time,
-        ),
+        voice_store=make_voice_store(settings),
         run_session=session_runner or run_conversation,
         drain=Drain(settings.drain_timeout_s),
     )
@@ -222,7 +237,7 @@ def create_app(
         # One pooled client for health probes, voice cloning and the LLM. Per-request timeouts
         # are always given explicitly; this default only bounds anything that forgets to.
         st.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-        st.health = HealthChecker(settings, st.http)
+        st.health = HealthChecker(settings, st.http, st.voice_store)
         st.llm = LLMClient(
             settings.llm_url,
             api_key=settings.llm_api_key,
@@ -246,6 +261,7 @@ def create_app(
     async def close_clients() -> None:
         if st.http is not None:
             await st.http.aclose()
+        await st.voice_store.aclose()
 
     install_cors(app, settings.cors_origins)
     install_routes(app)

@@ -13,6 +13,7 @@ from quart import Quart, Response, current_app, jsonify, request
 from unmute_trio import metrics
 from unmute_trio.errors import ServiceError, ServiceProtocolError
 from unmute_trio.services.voice_cloning import clone_voice
+from unmute_trio.voice_store import VoiceStoreUnavailable
 from unmute_trio.voices import public_voices
 from unmute_trio.web.page import index_response, install_page, wants_html
 from unmute_trio.web.state import AppState
@@ -113,6 +114,12 @@ def install_routes(app: Quart) -> None:
                 f"Voice cloning is unavailable: {e.detail}. It needs Kyutai's voice-cloning "
                 "server at KYUTAI_VOICE_CLONING_URL; the local CPU engines cannot clone voices.",
             )
-        name = st.voice_store.add(voice_message)
+        try:
+            name = await st.voice_store.add(voice_message)
+        except VoiceStoreUnavailable as e:
+            log.warning("voice upload: the voice store is unavailable: %s", e)
+            return error_response(
+                503, f"The voice store is unavailable, so the voice cannot be kept: {e}"
+            )
         log.info("cloned voice %s from %d bytes of audio", name, len(audio))
         return {"name": name}
