@@ -58,7 +58,8 @@ from unmute_trio.loadtest.report import LoadTestReport, load_report, merge_repor
 
 MAX_GAP_S = 0.100
 SAMPLE_EVERY_S = 0.2
-SIM_LINE = re.compile(r"^(STT|TTS|LLM)\s+(\S+)")
+# `unmute-trio sim` on ports of its own prints `export KYUTAI_STT_URL=ws://…` lines.
+SIM_LINE = re.compile(r"^export KYUTAI_(STT|TTS|LLM)_URL=(\S+)")
 
 
 # ------------------------------------------------------------------ machine and codec

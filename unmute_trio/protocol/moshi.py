@@ -230,4 +230,39 @@ def decode_tts_client(data: bytes) -> TextIn | Voice | Eos:
 
 
 def decode_tts_server(data: bytes) -> Ready | Error | Audio | TextOut:
+    audio = _decode_audio_fast(data)
+    if audio is not None:
+        return audio
     return _decode(data, "TTS server message", _TTS_SERVER)
+
+
+# What a TTS Audio message starts with: a 2-entry map, "type": "Audio", then the "pcm" key.
+_AUDIO_PREFIX = b"\x82\xa4type\xa5Audio\xa3pcm"
+
+
+def _decode_audio_fast(data: bytes) -> Audio | None:
+    """The TTS's ``Audio`` messages (12.5 per second of bot speech per session) as moshi-server
+    writes them: the prefix above, then an array of ``float 32`` items, and nothing after.
+    Read straight into numpy (~2 µs) instead of through msgpack's Python floats and pydantic
+    (~90 µs). Any other layout returns None and takes the general path, which accepts every
+    valid encoding (float 64 items, other key orders) and reports errors."""
+    if not data.startswith(_AUDIO_PREFIX):
+        return None
+    at = len(_AUDIO_PREFIX)
+    if len(data) <= at:
+        return None
+    head = data[at]
+    if head & 0xF0 == 0x90:
+        n, at = head & 0x0F, at + 1
+    elif head == 0xDC and len(data) >= at + 3:
+        n, at = int.from_bytes(data[at + 1 : at + 3], "big"), at + 3
+    elif head == 0xDD and len(data) >= at + 5:
+        n, at = int.from_bytes(data[at + 1 : at + 5], "big"), at + 5
+    else:
+        return None
+    if len(data) - at != n * _F32_ITEM.itemsize:
+        return None
+    items = np.frombuffer(data, dtype=_F32_ITEM, count=n, offset=at)
+    if not np.all(items["tag"] == 0xCA):
+        return None
+    return Audio.model_construct(pcm=items["value"].astype(np.float32))
