@@ -214,3 +214,52 @@ def test_pcm_output_is_plain_pcm16() -> None:
 def test_invalid_base64_is_a_wire_format_error() -> None:
     with pytest.raises(WireFormatError):
         g711.InputAudioDecoder("audio/pcmu").decode("not base64!")
+
+
+def test_base64_is_strict_and_the_error_says_what_was_wrong() -> None:
+    """Characters outside the alphabet are refused, not skipped (skipping them would turn a
+    corrupted append into shorter, shifted audio)."""
+    assert g711.decode_base64("AAAAAAAA") == bytes(6)
+    for text in ("AAAA*AAAA", "AAAA AAAA", "AAAA\nAAAA"):
+        with pytest.raises(WireFormatError, match=r"^Invalid base64 audio: \S"):
+            g711.InputAudioDecoder("audio/pcm").decode(text)
+
+
+@pytest.mark.parametrize("resampler", [g711.Upsampler8To24, g711.Downsampler24To8])
+def test_resamplers_give_float32_whatever_they_are_given(resampler) -> None:  # type: ignore[no-untyped-def]
+    """The server's audio is float32 throughout; float64 in (or an empty chunk) is no
+    exception."""
+    r = resampler()
+    assert r.process(np.zeros(0, dtype=np.float64)).dtype == np.float32
+    first = r.process(np.linspace(-0.5, 0.5, 30, dtype=np.float64))
+    second = r.process(np.linspace(0.5, -0.5, 30, dtype=np.float32))
+    assert first.dtype == second.dtype == np.float32
+    assert first.ndim == second.ndim == 1
+
+
+@pytest.mark.parametrize("fmt", ["audio/pcm", "audio/pcmu", "audio/pcma"])
+def test_decoded_input_is_float32(fmt) -> None:  # type: ignore[no-untyped-def]
+    decoder = g711.InputAudioDecoder(fmt)
+    for payload in (b"", bytes(range(0, 240, 3))):
+        assert decoder.decode(base64.b64encode(payload).decode()).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "fmt,decode", [("audio/pcmu", g711.ulaw_decode), ("audio/pcma", g711.alaw_decode)]
+)
+def test_a_g711_level_is_the_float_of_the_same_pcm16_sample(fmt, decode) -> None:  # type: ignore[no-untyped-def]
+    """G.711 levels are scaled as PCM16 samples are (÷ 32768), then upsampled: every code
+    gives what the same 16-bit sample sent as PCM16 at 8 kHz would give."""
+    codes = np.arange(256, dtype=np.uint8).tobytes() * 2
+    decoded = g711.InputAudioDecoder(fmt).decode(base64.b64encode(codes).decode())
+    as_pcm16 = g711.pcm16_to_float32(decode(codes).astype("<i2").tobytes())
+    assert np.array_equal(decoded, g711.Upsampler8To24().process(as_pcm16))
+
+
+def test_encoders_convert_wider_integer_samples_first() -> None:
+    """int32/int64 samples are converted to int16, not reinterpreted byte by byte."""
+    wide = np.array([-32768, -1, 0, 1000, 32767], dtype=np.int64)
+    narrow = wide.astype(np.int16)
+    assert g711.alaw_encode(wide).tolist() == g711.alaw_encode(narrow).tolist()
+    assert g711.ulaw_encode(wide.astype(np.int32)).tolist() == g711.ulaw_encode(narrow).tolist()
+    assert len(g711.alaw_encode(wide)) == 5
