@@ -8,13 +8,12 @@ tests validate every one against the official SDK's ``RealtimeServerEvent`` unio
 
 from __future__ import annotations
 
-import random
-import string
 from itertools import count
 from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
+from unmute_trio.protocol.ids import random_chars
 from unmute_trio.protocol.openai_items import Item
 from unmute_trio.protocol.openai_session import AudioFormat, SessionConfig, Voice
 
@@ -28,19 +27,10 @@ class IdSource(Protocol):
 
 
 class RandomIds:
-    """OpenAI-looking ids (``item_`` + 21 letters and digits).
-
-    Ids only need to be distinct, not secret: one ``choices`` call per id is far cheaper than
-    asking the OS, and there is one id per audio delta.
-    """
-
-    _ALPHABET = string.ascii_letters + string.digits
-
-    def __init__(self, rng: random.Random | None = None) -> None:
-        self._rng = rng or random.Random()
+    """OpenAI-looking ids (``item_`` + 21 letters and digits; see protocol/ids.py)."""
 
     def new_id(self, prefix: str) -> str:
-        return prefix + "_" + "".join(self._rng.choices(self._ALPHABET, k=21))
+        return prefix + "_" + random_chars()
 
 
 class SequentialIds:

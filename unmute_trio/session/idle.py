@@ -23,8 +23,7 @@ The session closes with 1008 and the reason of :class:`SilenceClose`, after a ``
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import trio
 
@@ -53,14 +52,15 @@ class ClientSilence:
         self._reading_since: float | None = None  # None while no frame is awaited
         self._reply_ended_at = float("-inf")
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
-        """Around each wait for the client's next frame."""
+    # Around each wait for the client's next frame: ``reading_started()`` before it,
+    # ``reading_ended()`` in a ``finally`` after it. Two calls rather than a context manager:
+    # this runs for every client frame (25 a second per session), and a generator-based
+    # context manager cost ~2 µs each time.
+    def reading_started(self) -> None:
         self._reading_since = trio.current_time()
-        try:
-            yield
-        finally:
-            self._reading_since = None
+
+    def reading_ended(self) -> None:
+        self._reading_since = None
         self.frames += 1
 
     def reply_ended(self) -> None:

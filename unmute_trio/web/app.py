@@ -19,6 +19,7 @@ from quart_trio import QuartTrio
 
 from unmute_trio.errors import ServiceError
 from unmute_trio.protocol.dialects import Dialect
+from unmute_trio.services import ws_masking
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient, LLMConfigError
 from unmute_trio.services.news import NewsClient
@@ -216,6 +217,7 @@ def create_app(
     fails before the server accepts anyone (:class:`~unmute_trio.voices.VoiceFileError`).
     """
     hypercorn_fixes.apply()
+    ws_masking.apply()  # numpy masking for every WebSocket of the process (services/ws_masking)
     log_each_request_once()
     if voices is None:
         voices = load_voices(settings.voices_file)

@@ -1,0 +1,48 @@
+"""WebSocket masking with numpy instead of wsproto's pure Python (applied at app creation).
+
+RFC 6455 makes a client XOR every byte it sends with a 4-byte key, and the server undo it.
+This server is a client of the STT and TTS: every 80 ms of every session it sends the STT a
+~9.6 KB ``Audio`` frame, and wsproto (under trio-websocket) masks it with four
+``bytearray.translate`` passes, ~40 µs a frame; numpy does it in a few µs. Hypercorn also uses
+wsproto, to unmask what browsers send us, so both directions gain.
+
+``apply()`` replaces ``wsproto.frame_protocol.XorMaskerSimple``, which wsproto looks up by name
+each time it starts a frame; idempotent. Checked against wsproto 1.2 (``process`` takes a
+chunk of a frame's payload and returns it masked as a ``bytearray``; the key rotates so that
+the next chunk of the same frame carries on where this one ended).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from wsproto import frame_protocol
+
+# Below this, numpy's fixed cost exceeds what it saves (close frames, pings, short texts).
+NUMPY_FROM_BYTES = 256
+
+_ORIGINAL = frame_protocol.XorMaskerSimple
+
+
+class NumpyXorMasker:
+    def __init__(self, masking_key: bytes | bytearray) -> None:
+        self._key = bytes(masking_key)
+        self._small = _ORIGINAL(masking_key)
+
+    def process(self, data: bytes | bytearray) -> bytearray:
+        n = len(data)
+        if n < NUMPY_FROM_BYTES:
+            # Keep the small masker's key in step with ours: it rotates it the same way.
+            out = self._small.process(bytearray(data))
+            self._key = bytes(self._small._masking_key)
+            return out
+        key = np.frombuffer(self._key * ((n + 3) // 4), dtype=np.uint8, count=n)
+        out = bytearray(n)
+        np.bitwise_xor(np.frombuffer(data, dtype=np.uint8), key, out=np.frombuffer(out, np.uint8))
+        rotation = n % 4
+        self._key = self._key[rotation:] + self._key[:rotation]
+        self._small._masking_key = self._key
+        return out
+
+
+def apply() -> None:
+    frame_protocol.XorMaskerSimple = NumpyXorMasker  # type: ignore[misc, assignment]  # the patch
