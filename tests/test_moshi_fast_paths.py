@@ -1,5 +1,5 @@
-"""The fast path for the TTS's Audio messages (protocol/moshi.py) gives exactly what the general
-msgpack + pydantic path gives, and leaves every other layout to it."""
+"""The fast path for Audio messages (protocol/moshi.py: from the TTS, and to the STT) gives
+exactly what the general msgpack + pydantic path gives, and leaves every other layout to it."""
 
 from __future__ import annotations
 
@@ -33,6 +33,9 @@ def test_fast_audio_decode_equals_the_general_path(n: int) -> None:
     fast = moshi.decode_tts_server(data)
     assert_same_audio(fast, general(data))
     assert fast.pcm.tobytes() == pcm.tobytes()
+    # The same frame as the STT reads it (the simulator and the local STT engine).
+    to_stt = moshi.decode_stt_client(data)
+    assert_same_audio(to_stt, moshi._decode(data, "STT client message", moshi._STT_CLIENT))
 
 
 def test_audio_as_a_real_moshi_server_writes_it_is_read_by_the_fast_path() -> None:

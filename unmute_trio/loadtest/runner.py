@@ -37,6 +37,7 @@ from unmute_trio.loadtest.floor import (
 from unmute_trio.loadtest.microphone import encode_microphone
 from unmute_trio.loadtest.report import ConversationResult, LoadTestReport, TurnTiming
 from unmute_trio.protocol.moshi import SAMPLE_RATE
+from unmute_trio.services import ws_masking
 from unmute_trio.testing.speech import speech_like
 
 SMALLTALK: dict[str, Any] = {"type": "smalltalk", "language": None}
@@ -166,6 +167,7 @@ async def run_load_test(
 ) -> LoadTestReport:
     """Run the load test; ``cancel_scope_ready`` receives the scope that stops it early (the
     report then holds partial results)."""
+    ws_masking.apply()  # every microphone frame of every user is masked
     base = http_base(config.url)
     if config.check_health:
         await check_health(base)

@@ -218,6 +218,10 @@ def _decode(data: bytes, what: str, adapter: TypeAdapter[_M]) -> _M:
 
 
 def decode_stt_client(data: bytes) -> Audio | Marker | OggOpus:
+    # The STT simulator and the local STT engine read every frame a session sends.
+    audio = _decode_audio_fast(data)
+    if audio is not None:
+        return audio
     return _decode(data, "STT client message", _STT_CLIENT)
 
 
@@ -236,13 +240,14 @@ def decode_tts_server(data: bytes) -> Ready | Error | Audio | TextOut:
     return _decode(data, "TTS server message", _TTS_SERVER)
 
 
-# What a TTS Audio message starts with: a 2-entry map, "type": "Audio", then the "pcm" key.
+# What an Audio message starts with: a 2-entry map, "type": "Audio", then the "pcm" key.
 _AUDIO_PREFIX = b"\x82\xa4type\xa5Audio\xa3pcm"
 
 
 def _decode_audio_fast(data: bytes) -> Audio | None:
-    """The TTS's ``Audio`` messages (12.5 per second of bot speech per session) as moshi-server
-    writes them: the prefix above, then an array of ``float 32`` items, and nothing after.
+    """``Audio`` messages (12.5 per second per session, from the TTS and to the STT) as
+    moshi-server and :func:`encode` write them: the prefix above, then an array of
+    ``float 32`` items, and nothing after.
     Read straight into numpy (~2 µs) instead of through msgpack's Python floats and pydantic
     (~90 µs). Any other layout returns None and takes the general path, which accepts every
     valid encoding (float 64 items, other key orders) and reports errors."""

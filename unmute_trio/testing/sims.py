@@ -21,6 +21,7 @@ import trio
 
 from unmute_trio.argtypes import non_negative_float, positive_float, positive_int
 from unmute_trio.exception_groups import leaves
+from unmute_trio.services import ws_masking
 from unmute_trio.testing.llm_sim import LlmSimConfig, LlmSimulator
 from unmute_trio.testing.sim_base import ServedSimulator
 from unmute_trio.testing.stt_sim import SttSimConfig, SttSimulator
@@ -161,6 +162,7 @@ async def run_simulators(
 ) -> None:
     """Serve all four simulators until cancelled; ``task_status.started`` gets them and their
     bound ports (pass port 0 to let the system choose)."""
+    ws_masking.apply()  # the sessions' 9.6 KB STT frames are unmasked here
     stt = SttSimulator(config.stt)
     tts = TtsSimulator(config.tts)
     llm = LlmSimulator(config.llm)
