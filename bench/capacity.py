@@ -101,13 +101,17 @@ def start_sims(
 
 
 def start_server(
-    env: dict[str, str], logs: Path, cpus: set[int] | None
+    env: dict[str, str], logs: Path, cpus: set[int] | None, code: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], int]:
+    """``unmute-trio serve``, from ``code`` (a checkout: run there, first on the path) if given."""
     port = free_port()
     log = (logs / "server.log").open("wb")
+    if code is not None:
+        env = {**env, "PYTHONPATH": str(code.resolve())}
     process = subprocess.Popen(
         cli("serve", "--host", "127.0.0.1", "--port", str(port)),
         env={**os.environ, **env},
+        cwd=code,
         stdout=log,
         stderr=subprocess.STDOUT,
         preexec_fn=on_cpus(cpus),
@@ -262,7 +266,7 @@ def _f(value: object, digits: int = 1) -> str:
 def table(rows: list[dict[str, object]]) -> str:
     header = (
         "| sessions | real time | peak open | server CPU s / session-s | RSS MiB / session "
-        "| backend-added p50 / p99 ms | voice-to-voice p50 ms | audio gap p99 ms "
+        "| backend-added p50 / p99 ms | voice-to-voice p50 / p99 ms | audio gap p99 ms "
         "| late frames | late starts | errors | CPU % server / sims / generators / other "
         "| busiest second CPU % server / STT sim / TTS+LLM sim |"
     )
@@ -273,7 +277,8 @@ def table(rows: list[dict[str, object]]) -> str:
             f"| {r['peak_concurrent']} | {_f(r['cpu_s_per_session_s'], 4)} "
             f"| {_f(r['rss_mib_per_session'], 2)} "
             f"| {_f(r['backend_added_p50_ms'])} / {_f(r['backend_added_p99_ms'])} "
-            f"| {_f(r['voice_to_voice_p50_ms'], 0)} | {_f(r['audio_gap_p99_ms'])} "
+            f"| {_f(r['voice_to_voice_p50_ms'], 0)} / {_f(r['voice_to_voice_p99_ms'], 0)} "
+            f"| {_f(r['audio_gap_p99_ms'])} "
             f"| {r['late_frames']} / {r['frames']} | {r['late_turn_starts']} / {r['reply_turns']} "
             f"| {r['errors']} | {_f(r['server_cpu_pct'], 0)} / {_f(r['sims_cpu_pct'], 0)} / "
             f"{_f(r['generators_cpu_pct'], 0)} / {_f(r['other_cpu_pct'], 0)} "
@@ -325,6 +330,12 @@ def parse_args() -> argparse.Namespace:
     add("--json", type=Path, help="write every figure here")
     add("--profile-sessions", type=int, help="run py-spy on the server during this stage")
     add(
+        "--server-code",
+        type=Path,
+        help="run the server from this checkout (e.g. a git worktree of an older commit), with"
+        " the simulators and load generators of this one: a before/after comparison",
+    )
+    add(
         "--pin-server",
         action="store_true",
         help="run the server on the last CPU and the simulators and generators on the others",
@@ -359,7 +370,8 @@ def main() -> int:
             "UNMUTE_MAX_SESSIONS": "10000",
             "UNMUTE_LOG_LEVEL": "WARNING",
         }
-        server, port = start_server(env, logs, args.server_cpus)
+        result["server_code"] = str(args.server_code or "this checkout")
+        server, port = start_server(env, logs, args.server_cpus, args.server_code)
         processes.append(server)
         url = f"ws://127.0.0.1:{port}/v1/realtime"
         pids = {"server": server.pid, "sims_stt": stt_sims.pid, "sims_tts_llm": tts_sims.pid}
