@@ -251,3 +251,40 @@ def test_an_error_may_have_a_code() -> None:
         "param": None,
         "details": None,
     }
+
+
+# ---------------------------------------------------------------- json_limits, directly
+
+
+def _objects(depth: int) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        tree = {"a": tree}
+    return tree
+
+
+def _arrays(depth: int) -> list[Any]:
+    tree: list[Any] = []
+    for _ in range(depth - 1):
+        tree = [tree]
+    return tree
+
+
+@pytest.mark.parametrize("make", [_objects, _arrays], ids=["objects", "arrays"])
+def test_check_tree_allows_64_levels_of_objects_or_arrays_and_no_more(make: Any) -> None:
+    json_limits.check_tree(make(64))
+    with pytest.raises(json_limits.JsonLimitError) as e:
+        json_limits.check_tree(make(65))
+    assert (e.value.code, e.value.path) == ("nesting_too_deep", ())
+    assert str(e.value) == e.value.message == json_limits.nesting_message()
+
+
+def test_a_key_with_a_lone_surrogate_is_refused_at_its_objects_path() -> None:
+    with pytest.raises(json_limits.JsonLimitError) as e:
+        json_limits.check_tree({"session": {"tools": [{"ok": 1, "\ud800": 2}]}})
+    assert (e.value.code, e.value.path) == ("invalid_string", ("session", "tools", 0))
+    assert e.value.message == (
+        "A key contains a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is"
+        " not valid Unicode text."
+    )
+    assert str(e.value) == e.value.message

@@ -607,3 +607,267 @@ def test_doc_lists_every_ga_event_of_the_sdk() -> None:
         for model in typing.get_args(typing.get_args(union)[0]):
             (name,) = typing.get_args(model.model_fields["type"].annotation)
             assert f"`{name}`" in text, name
+
+
+# ---------------------------------------------------------------- what a refused client reads
+
+
+def _session_update(**session: Any) -> str:
+    return _frame(type="session.update", session={"type": "realtime", **session})
+
+
+def _turn_detection(**vad: Any) -> str:
+    return _session_update(audio={"input": {"turn_detection": vad}})
+
+
+REFUSALS = [
+    # (frame, code, param, message)
+    (b"{}", "invalid_frame", None,
+     "Binary frames are not supported: send JSON events as text frames."),
+    ("[1]", "invalid_type", None, "An event must be a JSON object."),
+    ('{"type": ', "invalid_json", None, "Invalid JSON: Expecting value (line 1, column 10)."),
+    (_frame(event_id="e3"), "missing_required_parameter", "type",
+     "Missing required parameter: 'type'."),
+    (_frame(type=7), "invalid_type", "type", "Invalid type for 'type': expected a string."),
+    ('{"type": "session.update", "session": {"\\ud800": 1}}', "invalid_string", "session",
+     "A key contains a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which is"
+     " not valid Unicode text."),
+    ('{"type": "input_audio_buffer.append", "audio": "\\udc00"}', "invalid_string", "audio",
+     "The string contains a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), which"
+     " is not valid Unicode text."),
+    ("x" * (ce.MAX_FRAME_CHARS + 1), "frame_too_large", None,
+     "The event is 1048577 characters long; the limit is 1048576. Send audio in smaller"
+     " chunks."),
+    ('{"type": "x", "n": 1' + "0" * 5_000 + "}", "number_too_long", None,
+     "A number in the event has more than 4300 digits."),
+    (_session_update(foo=1), "unknown_parameter", "session.foo",
+     "Unknown parameter: 'session.foo'."),
+    (_session_update(voice="ash"), "unknown_parameter", "session.voice",
+     "Unknown parameter: 'session.voice'. This is a Realtime beta name: use"
+     " 'audio.output.voice' (GA)."),
+    # A beta name deeper down is not the beta field: no hint.
+    (_session_update(audio={"input": {"temperature": 1}}), "unknown_parameter",
+     "session.audio.input.temperature",
+     "Unknown parameter: 'session.audio.input.temperature'."),
+    (_frame(type="response.create", response={"modalities": ["text"]}), "unknown_parameter",
+     "response.modalities",
+     "Unknown parameter: 'response.modalities'. This is a Realtime beta name: use"
+     " 'output_modalities' (GA)."),
+    (_session_update(instructions=None), "invalid_type", "session.instructions",
+     "Invalid type: null is not allowed here (leave the field out instead)."),
+    (_session_update(max_output_tokens="5"), "invalid_type", "session.max_output_tokens",
+     "Invalid type for 'session.max_output_tokens': input should be a valid integer."),
+    (_session_update(max_output_tokens=5000), "integer_above_max_value",
+     "session.max_output_tokens",
+     "Invalid value for 'session.max_output_tokens': input should be less than or equal to"
+     " 4096."),
+    (_session_update(max_output_tokens=0), "integer_below_min_value",
+     "session.max_output_tokens",
+     "Invalid value for 'session.max_output_tokens': input should be greater than or equal"
+     " to 1."),
+    (_frame(type="conversation.item.truncate", item_id="i", content_index=16, audio_end_ms=0),
+     "integer_above_max_value", "content_index",
+     "Invalid value for 'content_index': input should be less than 16."),
+    (_session_update(audio={"output": {"speed": 0.1}}), "decimal_below_min_value",
+     "session.audio.output.speed",
+     "Invalid value for 'session.audio.output.speed': input should be greater than or equal"
+     " to 0.25."),
+    (_turn_detection(threshold=0.5), "missing_required_parameter",
+     "session.audio.input.turn_detection.type",
+     "Missing required parameter: 'session.audio.input.turn_detection.type'."),
+    (_turn_detection(type="push_to_talk"), "invalid_value",
+     "session.audio.input.turn_detection.type",
+     "Invalid value for 'session.audio.input.turn_detection.type': input tag 'push_to_talk'"
+     " found using 'type' does not match any of the expected tags: 'server_vad',"
+     " 'semantic_vad'."),
+    # pydantic's message is quoted up to 200 characters: this one is exactly 200 ...
+    (_turn_detection(type="v" * 99), "invalid_value", "session.audio.input.turn_detection.type",
+     "Invalid value for 'session.audio.input.turn_detection.type': input tag '" + "v" * 99
+     + "' found using 'type' does not match any of the expected tags: 'server_vad',"
+     " 'semantic_vad'."),
+    # ... and this one, 201, is cut.
+    (_turn_detection(type="v" * 100), "invalid_value", "session.audio.input.turn_detection.type",
+     "Invalid value for 'session.audio.input.turn_detection.type': input tag '" + "v" * 100
+     + "' found using 'type' does not match any of the expected tags: 'server_vad',"
+     " 'semantic_vad…."),
+    (_session_update(tools=[WEATHER_TOOL, {"type": "mcp", "server_label": "x"}]),
+     "unsupported_value", "session.tools[1].type",
+     "MCP tools are not supported by this server; declare function tools."),
+    (_session_update(tools=[WEATHER_TOOL, WEATHER_TOOL]), "invalid_value", "session.tools",
+     "Duplicate tool name 'get_weather'."),
+    (_session_update(output_modalities=["text", "audio"]), "invalid_value",
+     "session.output_modalities",
+     "output_modalities must be ['audio'] (speech with its transcript) or ['text']; the GA API"
+     " does not allow both."),
+    (_frame(type="session.update", session={"type": "transcription"}), "unsupported_value",
+     "session.type", "Transcription sessions are not supported yet; use 'realtime'."),
+    (_frame(type="conversation.item.create", item={"type": "message", "role": "user",
+            "content": [{"type": "input_audio", "audio": "AAAA"}]}),
+     "unsupported_value", "item.content[0].type",
+     "Content of type 'input_audio' is not supported in conversation.item.create yet; send"
+     " text ('input_text' for user and system, 'output_text' for assistant)."),
+    (_frame(type="conversation.item.create", item={"type": "message", "role": "user",
+            "content": []}),
+     "array_below_min_length", "item.content",
+     "Invalid value for 'item.content': list should have at least 1 item after validation,"
+     " not 0."),
+    (_frame(type="conversation.item.create", item={"type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "a"}] * 17}),
+     "array_above_max_length", "item.content",
+     "Invalid value for 'item.content': list should have at most 16 items after validation,"
+     " not 17."),
+    (_frame(type="input_audio_buffer.append", event_id=""), "string_below_min_length",
+     "event_id", "Invalid value for 'event_id': string should have at least 1 character."),
+    (_frame(type="output_audio_buffer.clear"), "unsupported_event", "type",
+     "output_audio_buffer.clear is for WebRTC and SIP connections; over a WebSocket the client"
+     " owns playback: stop it and send conversation.item.truncate."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "frame,code,param,message", REFUSALS, ids=[f"{r[1]}-{i}" for i, r in enumerate(REFUSALS)]
+)
+def test_a_refused_client_reads_what_was_wrong(
+    frame: str | bytes, code: str, param: str | None, message: str
+) -> None:
+    err = ce.parse_client_event(frame)
+    assert isinstance(err, ClientEventError), err
+    assert (err.code, err.param, err.message) == (code, param, message)
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        _frame(event_id="e9"),
+        _frame(type=7, event_id="e9"),
+        _frame(type="output_audio_buffer.clear", event_id="e9"),
+        _frame(type="no.such.event", event_id="e9"),
+        '{"event_id": "e9", "type": "input_audio_buffer.append", "audio": "\\udc00"}',
+        _frame(type="input_audio_buffer.append", event_id="e9"),
+    ],
+)
+def test_every_refusal_after_the_json_repeats_the_clients_event_id(frame: str) -> None:
+    err = ce.parse_client_event(frame)
+    assert isinstance(err, ClientEventError) and err.event_id == "e9"
+
+
+@pytest.mark.parametrize(
+    "event_id,repeated",
+    [("e", "e"), ("e" * 512, "e" * 512), ("", None), ("e" * 513, None), (7, None)],
+    ids=["1 char", "512 chars", "empty", "513 chars", "not a string"],
+)
+def test_an_event_id_is_repeated_if_it_is_1_to_512_characters(
+    event_id: Any, repeated: str | None
+) -> None:
+    err = ce.parse_client_event(_frame(type="input_audio_buffer.append", event_id=event_id))
+    assert isinstance(err, ClientEventError)
+    assert err.event_id == repeated
+
+
+def test_an_unknown_event_type_is_shown_up_to_64_characters_with_the_supported_ones() -> None:
+    err = ce.parse_client_event(_frame(type="t" * 100))
+    assert isinstance(err, ClientEventError)
+    supported = (
+        "'session.update', 'input_audio_buffer.append', 'input_audio_buffer.commit',"
+        " 'input_audio_buffer.clear', 'conversation.item.create', 'conversation.item.retrieve',"
+        " 'conversation.item.delete', 'conversation.item.truncate', 'response.create',"
+        " 'response.cancel'"
+    )
+    assert err.message == f"Invalid value: '{'t' * 64}'. Supported values are: {supported}."
+    # Non-ASCII is escaped, and cut at 64 characters as well.
+    escaped = ce.parse_client_event(_frame(type="é" * 100))
+    assert isinstance(escaped, ClientEventError)
+    assert "\\xe9" * 64 in escaped.message and "\\xe9" * 65 not in escaped.message
+    assert "é" not in escaped.message
+
+
+def test_required_tool_choice_without_tools_is_refused_with_a_reason() -> None:
+    patch = SessionPatch.model_validate({"type": "realtime", "tool_choice": "required"})
+    err = apply_session_update(_session(), patch, event_id="evt_8")
+    assert err == ClientEventError(
+        "invalid_value",
+        "tool_choice is 'required' but there are no tools.",
+        "session.tool_choice",
+        "evt_8",
+    )
+    named = SessionPatch.model_validate(
+        {"type": "realtime", "tool_choice": {"type": "function", "name": "nope"}}
+    )
+    err = apply_session_update(_session(), named)
+    assert isinstance(err, ClientEventError)
+    assert err.message == "tool_choice names the function 'nope', which is not among the tools."
+
+
+def test_a_default_session_has_no_instructions() -> None:
+    assert default_session("sess_1", model="m", voice="marin").instructions == ""
+
+
+# ---------------------------------------------------------------- items, field by field
+
+
+def test_server_items_from_helpers() -> None:
+    assert user_audio_message("item_1", "Hi.", "incomplete").model_dump() == {
+        "id": "item_1",
+        "object": "realtime.item",
+        "type": "message",
+        "status": "incomplete",
+        "role": "user",
+        "content": [{"type": "input_audio", "transcript": "Hi."}],
+    }
+    assert user_audio_message("item_1").content[0].model_dump() == {
+        "type": "input_audio",
+        "transcript": None,
+    }
+    text = assistant_message("item_2", "text", "Sunny.", "incomplete").model_dump()
+    assert (text["status"], text["role"]) == ("incomplete", "assistant")
+    assert text["content"] == [{"type": "output_text", "text": "Sunny."}]
+    audio = assistant_message("item_2", "audio", "Sunny.").model_dump()
+    assert audio["status"] == "completed"
+    assert audio["content"] == [{"type": "output_audio", "transcript": "Sunny."}]
+    empty = assistant_message("item_3", "audio", None, "in_progress").model_dump()
+    assert (empty["status"], empty["content"]) == ("in_progress", [])
+    assert assistant_message("item_3", "text").status == "completed"
+
+
+def _created_item(item: dict[str, Any], item_id: str = "item_5") -> dict[str, Any]:
+    event = ce.parse_client_event(_frame(type="conversation.item.create", item=item))
+    assert isinstance(event, ce.ConversationItemCreate), event
+    result: dict[str, Any] = item_from_input(event.item, item_id).model_dump()
+    return result
+
+
+def test_client_items_keep_every_field() -> None:
+    call = {"type": "function_call", "call_id": "call_7", "name": "get_weather",
+            "arguments": '{"city":"Paris"}'}  # fmt: skip
+    assert _created_item(call) == {
+        "id": "item_5",
+        "object": "realtime.item",
+        "type": "function_call",
+        "status": "completed",
+        "call_id": "call_7",
+        "name": "get_weather",
+        "arguments": '{"city":"Paris"}',
+    }
+    output = {"type": "function_call_output", "call_id": "call_7", "output": '{"temp_c":24}'}
+    assert _created_item(output, "item_6") == {
+        "id": "item_6",
+        "object": "realtime.item",
+        "type": "function_call_output",
+        "status": "completed",
+        "call_id": "call_7",
+        "output": '{"temp_c":24}',
+    }
+    said = {"type": "message", "role": "assistant",
+            "content": [{"type": "output_text", "text": "Sunny."},
+                        {"type": "output_text", "text": " 24 degrees."}]}  # fmt: skip
+    assert _created_item(said)["content"] == [
+        {"type": "output_text", "text": "Sunny."},
+        {"type": "output_text", "text": " 24 degrees."},
+    ]
+    system = {"type": "message", "role": "system",
+              "content": [{"type": "input_text", "text": "Be brief."}]}  # fmt: skip
+    made = _created_item(system)
+    assert (made["role"], made["content"]) == (
+        "system",
+        [{"type": "input_text", "text": "Be brief."}],
+    )
