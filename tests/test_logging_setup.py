@@ -104,7 +104,7 @@ def test_libraries_stay_quiet_at_debug_unless_their_level_is_set(restore_logging
 async def test_a_session_is_logged_when_it_opens_and_when_it_ends(
     serve, all_down_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="unmute_trio.web.app")
+    caplog.set_level(logging.INFO, logger="unmute_trio.web.realtime")
     base = await serve(all_down_settings)
     url = base.replace("http://", "ws://") + "/v1/realtime"
     with trio.fail_after(5):
@@ -113,7 +113,7 @@ async def test_a_session_is_logged_when_it_opens_and_when_it_ends(
                 await trio.sleep(0.01)
         while not any("ended" in r.getMessage() for r in caplog.records):
             await trio.sleep(0.01)
-    lines = [r.getMessage() for r in caplog.records if r.name == "unmute_trio.web.app"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "unmute_trio.web.realtime"]
     sessions = [line for line in lines if line.startswith("session ")]
     assert re.fullmatch(
         r"session 1 opened \(unmute protocol, client 127\.0\.0\.1, 1 open\)", sessions[0]

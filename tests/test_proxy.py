@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from quart import request, websocket
+from quart import request
 from trio_websocket import open_websocket_url
 
 from tests.conftest import replace
@@ -22,6 +22,7 @@ from unmute_trio.testing.protocol_only import protocol_only_session
 from unmute_trio.testing.server import serve_app
 from unmute_trio.web.app import create_app
 from unmute_trio.web.proxy import rewrite_scope
+from unmute_trio.web.realtime import AsgiRealtimeSocket
 from unmute_trio.web.state import AppState, RealtimeSocket
 
 SESSION_UPDATE = {
@@ -39,13 +40,15 @@ async def serve_recording(
     async def recording_session(
         socket: RealtimeSocket, st: AppState, dialect: Dialect = "unmute"
     ) -> None:
+        assert isinstance(socket, AsgiRealtimeSocket)
         seen.append(
             {
-                "scheme": websocket.scheme,
-                "remote_addr": websocket.remote_addr,
-                "host": websocket.host,
-                "root_path": websocket.root_path,
-                "path": websocket.path,
+                "scheme": socket.request["scheme"],
+                "remote_addr": socket.request["client"],
+                "host": socket.request["host"],
+                "root_path": socket.request["root_path"],
+                # The path within the app, as Quart's routes saw it.
+                "path": socket.request["path"].removeprefix(socket.request["root_path"]),
             }
         )
         await protocol_only_session(socket, st, dialect)

@@ -1,5 +1,5 @@
 """What a session gets from the process that runs it: its client's socket, and a narrow view of
-the process-wide state. The web layer provides both (``web/realtime.py``'s socket over Quart,
+the process-wide state. The web layer provides both (``web/realtime.py``'s socket over ASGI,
 ``web/state.AppState``, which has these attributes); tests may provide their own.
 """
 
@@ -24,7 +24,8 @@ class RealtimeSocket(Protocol):
     """The client WebSocket as the session engine sees it (one per session).
 
     ``receive`` returns a text frame as ``str`` and a binary frame as ``bytes``; when the client
-    goes away the calling task is cancelled (that is how Quart-Trio reports a disconnect).
+    goes away the session is cancelled (``web/realtime.AsgiRealtimeSocket`` cancels the scope the
+    session runs in).
     """
 
     @property

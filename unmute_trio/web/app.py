@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, cast
 
 import httpx
 import trio
 from hypercorn.protocol import http_stream
 from hypercorn.protocol.events import StreamClosed
-from quart import has_websocket_context, websocket
 from quart_trio import QuartTrio
 
 from unmute_trio.errors import ServiceError
-from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.services import ws_masking
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient, LLMConfigError
@@ -32,9 +28,9 @@ from unmute_trio.web import hypercorn_fixes
 from unmute_trio.web.cors import install_cors
 from unmute_trio.web.drain import Drain, install_drain
 from unmute_trio.web.proxy import ASGIApp, ProxyHeadersMiddleware
-from unmute_trio.web.realtime import install_realtime
+from unmute_trio.web.realtime import with_realtime
 from unmute_trio.web.routes import install_routes
-from unmute_trio.web.state import AppState, RealtimeSocket, SessionContext, SessionRunner
+from unmute_trio.web.state import AppState, SessionRunner
 
 log = logging.getLogger(__name__)
 
@@ -96,33 +92,6 @@ def cannot_listen_message(bind: str, error: OSError, option: str) -> str:
     if error.errno == errno.EADDRNOTAVAIL:
         return f"cannot listen on {bind}: {host} is not an address of this machine"
     return f"cannot listen on {bind}: {error.strerror or error}"
-
-
-# ------------------------------------------------------------------ sessions in the log
-
-
-def _logging_sessions(runner: SessionRunner, open_sessions: Callable[[], int]) -> SessionRunner:
-    """``runner`` with one INFO line when a session opens and one when it ends (the session's
-    own lines say why it ended when the server closed it)."""
-    numbers = itertools.count(1)
-
-    async def run_logged(socket: RealtimeSocket, context: SessionContext, dialect: Dialect) -> None:
-        number = next(numbers)
-        client = websocket.remote_addr if has_websocket_context() else None
-        log.info(
-            "session %d opened (%s protocol, client %s, %d open)",
-            number,
-            dialect,
-            client or "unknown",
-            open_sessions(),
-        )
-        started = trio.current_time()
-        try:
-            await runner(socket, context, dialect)
-        finally:
-            log.info("session %d ended after %.1f s", number, trio.current_time() - started)
-
-    return run_logged
 
 
 # ------------------------------------------------------------------ hypercorn's access log
@@ -231,7 +200,6 @@ def create_app(
         run_session=session_runner or run_conversation,
         drain=Drain(settings.drain_timeout_s),
     )
-    st.run_session = _logging_sessions(st.run_session, lambda: st.active_sessions)
     app.extensions["unmute"] = st
 
     @app.before_serving
@@ -267,13 +235,14 @@ def create_app(
 
     install_cors(app, settings.cors_origins)
     install_routes(app)
-    install_realtime(app)
     install_drain(app, st.drain)
     # Forwarding headers and path prefixes (docs/deployment.md); wrapping asgi_app keeps `app`
     # a QuartTrio for hypercorn and the tests.
     # Quart types asgi_app with hypercorn's scope TypedDicts; the middleware is a plain ASGI app.
+    # /v1/realtime is served in front of Quart (web/realtime.py says why), behind the proxy
+    # middleware so that it sees the client's scheme, host and path as the others do.
     app.asgi_app = ProxyHeadersMiddleware(  # type: ignore[method-assign, assignment]  # see above
-        cast(ASGIApp, app.asgi_app),
+        with_realtime(cast(ASGIApp, app.asgi_app), st),
         trusted_hops=settings.trusted_proxy_hops,
         mode=settings.proxy_headers,
     )
