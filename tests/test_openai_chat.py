@@ -200,3 +200,161 @@ def test_broken_json_raises_wire_format_error() -> None:
     parser = ChatStreamParser()
     with pytest.raises(WireFormatError):
         parser.feed('data: {"choices": [\n\n')
+
+
+# ------------------------------------------------------------------ edges, exactly
+
+
+def test_a_bom_is_dropped_only_at_the_very_start_even_after_an_empty_piece() -> None:
+    decoder = SseDecoder()
+    assert decoder.feed("") == []
+    assert decoder.feed("\ufeffdata: a\n\n") == [SseEvent("a")]
+    # Later, a BOM is just a character: here it makes the field name unknown.
+    assert decoder.feed("\ufeffdata: b\n\ndata: c\ufeff\n\n") == [SseEvent("c\ufeff")]
+
+
+def test_only_the_lf_right_after_a_cr_pairs_with_it() -> None:
+    decoder = SseDecoder()
+    assert decoder.feed("data: a\r") == []
+    assert decoder.feed("\ndata: b\n\n") == [SseEvent("a\nb")]  # CR LF: one line end
+    decoder = SseDecoder()
+    assert decoder.feed("data: a\n") == []
+    assert decoder.feed("") == []
+    assert decoder.feed("\ndata: b\n\n") == [SseEvent("a"), SseEvent("b")]  # LF LF: two
+
+
+def test_line_and_event_limits_are_inclusive_and_say_so() -> None:
+    decoder = SseDecoder(max_line_chars=10)
+    assert decoder.feed("data: " + "x" * 4) == []  # a 10-character unterminated line
+    with pytest.raises(WireFormatError) as e:
+        decoder.feed("x")
+    assert e.value.message == "Invalid event stream: a line exceeds 10"
+    decoder = SseDecoder(max_line_chars=10)
+    assert decoder.feed("data: 12345\ndata: 12345\n\n") == [SseEvent("12345\n12345")]
+    with pytest.raises(WireFormatError) as e:
+        decoder.feed("data: 12345\ndata: 123456\n")
+    assert e.value.message == "Invalid event stream: an event exceeds 10 characters"
+
+
+def test_chunk_errors_say_what_was_wrong() -> None:
+    with pytest.raises(WireFormatError) as e:
+        parse_chunk("not json")
+    assert e.value.message.startswith("Invalid chat completion chunk: not JSON (Expecting value")
+    with pytest.raises(WireFormatError) as e:
+        parse_chunk("[" + "1," * 100 + "1]")
+    shown = repr(("[" + "1," * 100)[:80])
+    assert e.value.message == f"Invalid chat completion chunk: expected an object: {shown}"
+    with pytest.raises(WireFormatError) as e:
+        parse_chunk('{"choices": "nope"}')
+    assert e.value.message == "Invalid chat completion chunk: 1 validation error(s)"
+
+
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        ('{"error":{"message":"Rate limit","code":429}}', "LLM server error: Rate limit"),
+        ('{"error":"plain text error"}', "LLM server error: plain text error"),
+        ('{"error":{"code":502}}', "LLM server error: None"),
+    ],
+)
+def test_an_error_object_is_quoted(data: str, message: str) -> None:
+    with pytest.raises(ChatStreamError) as e:
+        parse_chunk(data)
+    assert e.value.message == message
+    assert e.value.details == json.loads(data)["error"]
+
+
+def test_an_error_event_is_quoted_up_to_200_characters() -> None:
+    parser = ChatStreamParser()
+    body = "o" * 300
+    with pytest.raises(ChatStreamError) as e:
+        parser.feed(f"event: error\ndata: {body}\n\n")
+    assert e.value.message == "LLM server error: " + "o" * 200
+    assert e.value.details == body
+
+
+def test_a_reply_without_finish_reason_usage_or_calls() -> None:
+    contents, parser = parse_all(f"data: {chunk('a')}\n\n")
+    assert contents == ["a"]
+    assert (parser.done, parser.finish_reason, parser.usage, parser.tool_calls) == (
+        False,
+        None,
+        None,
+        [],
+    )
+
+
+def test_usage_and_finish_reason_keep_the_last_seen() -> None:
+    text = (
+        'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\n\n'
+        f"data: {chunk('a', finish='length')}\n\n"
+        'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n'
+        f"data: {chunk('b')}\n\n"
+    )
+    contents, parser = parse_all(text)
+    assert contents == ["a", "b"]
+    assert parser.finish_reason == "length"
+    assert parser.usage is not None
+    assert (parser.usage.prompt_tokens, parser.usage.completion_tokens) == (5, 2)
+
+
+def test_after_done_later_pieces_give_nothing() -> None:
+    parser = ChatStreamParser()
+    assert parser.feed(f"data: {chunk('a')}\n\ndata: [DONE]\n\n") == ["a"]
+    assert parser.feed(f"data: {chunk('b')}\n\n") == []
+    assert parser.finish() == []
+
+
+def _call_chunk(*calls: dict[str, Any]) -> str:
+    return json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": list(calls)}}]})
+
+
+def test_streamed_tool_calls_are_assembled_by_index() -> None:
+    text = "".join(
+        f"data: {c}\n\n"
+        for c in [
+            _call_chunk({"index": 1, "id": "call_b", "function": {"name": "b", "arguments": ""}}),
+            _call_chunk({"index": 0, "id": "call_a", "function": {"name": "a", "arguments": "{"}}),
+            _call_chunk({"index": 0, "function": {"arguments": '"x":1'}}),
+            # A repeated id or name does not replace the first one.
+            _call_chunk({"index": 0, "id": "call_z", "function": {"name": "z", "arguments": "}"}}),
+            # A piece with no function yet (index 2) does not stop the pieces after it.
+            _call_chunk({"index": 2}, {"index": 1, "function": {"arguments": "{}"}}),
+        ]
+    )
+    contents, parser = parse_all(text)
+    assert contents == []
+    assert [(c.call_id, c.name, c.arguments) for c in parser.tool_calls] == [
+        ("call_a", "a", '{"x":1}'),
+        ("call_b", "b", "{}"),
+        ("", "", ""),
+    ]
+
+
+def test_an_id_or_name_arriving_after_the_first_piece_is_taken() -> None:
+    parser = ChatStreamParser()
+    parser.feed(f"data: {_call_chunk({'index': 0, 'function': {'arguments': '{'}})}\n\n")
+    parser.feed(f"data: {_call_chunk({'index': 0, 'id': 'c', 'function': {'name': 'n'}})}\n\n")
+    assert [(c.call_id, c.name, c.arguments) for c in parser.tool_calls] == [("c", "n", "{")]
+
+
+def test_at_most_16_tool_calls_in_one_reply() -> None:
+    parser = ChatStreamParser()
+    for i in range(16):
+        parser.feed(f"data: {_call_chunk({'index': i, 'id': f'c{i}'})}\n\n")
+    assert len(parser.tool_calls) == 16
+    parser.feed(f"data: {_call_chunk({'index': 3, 'function': {'arguments': '{}'}})}\n\n")
+    with pytest.raises(WireFormatError) as e:
+        parser.feed(f"data: {_call_chunk({'index': 16, 'id': 'c16'})}\n\n")
+    assert e.value.message == "more than 16 tool calls in one reply"
+
+
+def test_tool_call_arguments_are_bounded_inclusively() -> None:
+    parser = ChatStreamParser()
+    half = "x" * 32_768
+    for _ in range(2):
+        parser.feed(f"data: {_call_chunk({'index': 0, 'function': {'arguments': half}})}\n\n")
+    assert len(parser.tool_calls[0].arguments) == 65_536
+    with pytest.raises(WireFormatError) as e:
+        parser.feed(f"data: {_call_chunk({'index': 0, 'function': {'arguments': 'x'}})}\n\n")
+    assert e.value.message == "tool call arguments longer than 65536 characters"

@@ -7,6 +7,7 @@ import json
 import msgpack
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from unmute_trio.protocol import browser, moshi
 from unmute_trio.protocol.errors import WireFormatError
@@ -289,3 +290,63 @@ def test_audio_header_against_hand_written_bytes() -> None:
     assert packed.startswith(head)
     assert packed[len(head) :] == b"\xca\x3f\x00\x00\x00" * 1920
     assert len(packed) == len(head) + 5 * 1920
+
+
+def test_ogg_opus_bytes_are_msgpack_bin_and_round_trip() -> None:
+    data = bytes([0x4F, 0x67, 0x67, 0x53, 0x00, 0xFF, 0x80])  # not UTF-8: must be bin, not str
+    packed = moshi.encode(moshi.OggOpus(data=data))
+    assert packed == b"\x82" + _s("type") + _s("OggOpus") + _s("data") + b"\xc4\x07" + data
+    decoded = moshi.decode_stt_client(packed)
+    assert isinstance(decoded, moshi.OggOpus) and decoded.data == data
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 300])
+def test_map_headers_follow_the_msgpack_spec(n: int) -> None:
+    """fixmap up to 15 entries, map16 from 16 (no message has that many fields yet)."""
+    expected = msgpack.packb({f"k{i}": 0 for i in range(n)})
+    header = moshi._map_header(n)
+    assert header == expected[: len(header)]
+    assert len(header) == (1 if n < 16 else 3)
+
+
+def test_arrays_become_1d_float32() -> None:
+    from_list = moshi.Audio(pcm=[0.5, -0.5])
+    assert from_list.pcm.dtype == np.float32 and from_list.pcm.tolist() == [0.5, -0.5]
+    from_f64 = moshi.Audio(pcm=np.array([0.25, 1.0], dtype=np.float64))
+    assert from_f64.pcm.dtype == np.float32 and from_f64.pcm.tolist() == [0.25, 1.0]
+    same = np.zeros(4, dtype=np.float32)
+    assert moshi.Audio(pcm=same).pcm is same  # no copy on the hot path
+    for bad, why in [
+        (np.zeros((2, 3), dtype=np.float32), "expected a 1-D array of numbers, got 2-D"),
+        ([[1.0, 2.0]], "expected a 1-D array of numbers, got 2-D"),
+        ("loud", "expected an array of numbers"),
+        ({"a": 1}, "expected an array of numbers"),
+        (["x", "y"], "expected an array of numbers: could not convert string to float: 'x'"),
+    ]:
+        with pytest.raises(ValidationError) as e:
+            moshi.Audio(pcm=bad)
+        assert e.value.errors()[0]["msg"] == f"Value error, {why}", bad
+
+
+@pytest.mark.parametrize(
+    "decode,what",
+    [
+        (moshi.decode_stt_client, "STT client message"),
+        (moshi.decode_stt_server, "STT server message"),
+        (moshi.decode_tts_client, "TTS client message"),
+        (moshi.decode_tts_server, "TTS server message"),
+    ],
+)
+def test_decoder_errors_say_which_message_and_what_was_wrong(decode, what: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(WireFormatError) as e:
+        decode(msgpack.packb([1, 2]))
+    assert e.value.message == f"Invalid {what}: expected a map, got list"
+    with pytest.raises(WireFormatError) as e:
+        decode(msgpack.packb({"type": "Nope"}))
+    assert e.value.message == f"Invalid {what}: 1 validation error(s)"
+    with pytest.raises(WireFormatError) as e:
+        decode(b"\xc1")
+    assert e.value.message.startswith(f"Invalid {what}: not msgpack (")
+    # Keys are strings, as rmp_serde writes them; any other key is not a message.
+    with pytest.raises(WireFormatError, match=f"^Invalid {what}: not msgpack"):
+        decode(msgpack.packb({"type": "Ready", 1: 2}))
