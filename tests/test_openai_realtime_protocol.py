@@ -22,6 +22,7 @@ from openai.types.realtime.realtime_conversation_item_user_message import (
 )
 from openai.types.responses import ToolChoiceFunction
 from pydantic import BaseModel, TypeAdapter
+from pydantic_core import PydanticCustomError
 
 from unmute_trio.protocol import openai_client_events as ce
 from unmute_trio.protocol.openai_errors import ClientEventError
@@ -51,6 +52,7 @@ from unmute_trio.protocol.openai_session import (
     SessionPatch,
     apply_session_update,
     default_session,
+    unsupported_if_set,
 )
 from unmute_trio.protocol.openai_session import (
     SemanticVad as OurSemanticVad,
@@ -871,3 +873,27 @@ def test_client_items_keep_every_field() -> None:
         "system",
         [{"type": "input_text", "text": "Be brief."}],
     )
+
+
+def test_fields_that_cannot_be_honoured_are_refused_only_when_set() -> None:
+    err = ce.parse_client_event(_frame(type="response.create", response={"input": []}))
+    assert isinstance(err, ClientEventError)
+    assert (err.code, err.param, err.message) == (
+        "unsupported_parameter",
+        "response.input",
+        "A custom 'input' context is not supported yet.",
+    )
+    err = ce.parse_client_event(_session_update(prompt={"id": "pmpt_1"}))
+    assert isinstance(err, ClientEventError)
+    assert (err.code, err.param, err.message) == (
+        "unsupported_parameter",
+        "session.prompt",
+        "Stored prompts are not supported; send 'instructions'.",
+    )
+    assert isinstance(ce.parse_client_event(_session_update(prompt=None)), ce.SessionUpdate)
+    # The validator factory itself (the models call it once, at import).
+    check = unsupported_if_set("Not here.")
+    assert check(None) is None
+    with pytest.raises(PydanticCustomError) as e:
+        check(0)
+    assert (e.value.type, e.value.message()) == ("unsupported_parameter", "Not here.")
