@@ -208,3 +208,62 @@ def test_chat_history_shows_interruptions_as_the_original_did() -> None:
 def test_chat_history_of_an_empty_transcript_is_empty() -> None:
     assert Transcript().chat_history() == []
     assert not Transcript().has_assistant_turn()
+
+
+def test_function_calls_and_outputs_are_their_own_turns() -> None:
+    transcript = make(user("Weather in Paris?"))
+    call = transcript.add_function_call("call_1", "get_weather", '{"city":"Paris"}')
+    output = transcript.add_function_output("call_1", '{"temp_c":24}')
+    assert transcript.get(call) == Turn(
+        "assistant", '{"city":"Paris"}', kind="function_call", call_id="call_1", name="get_weather"
+    )
+    assert transcript.get(output) == Turn(
+        "user", '{"temp_c":24}', kind="function_call_output", call_id="call_1"
+    )
+    reply = transcript.start_turn("assistant")
+    transcript.extend(reply, "Sunny.")
+    # The reply after the call is a message of its own, not merged into the call.
+    assert transcript.llm_messages("SYS") == [
+        SYSTEM,
+        msg("user", "Weather in Paris?"),
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c":24}'},
+        msg("assistant", "Sunny."),
+    ]
+    # The browser sees the words, not the call: and the words after it too.
+    assert transcript.chat_history() == [
+        msg("user", "Weather in Paris?"),
+        msg("assistant", "Sunny."),
+    ]
+
+
+def test_an_assistant_message_right_after_a_call_is_not_merged_into_it() -> None:
+    transcript = Transcript()
+    transcript.start_turn("user", "Hi")
+    transcript.add_function_call("call_1", "f", "{}")
+    transcript.start_turn("assistant", "Done.")
+    messages = transcript.llm_messages("SYS")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "assistant"]
+    assert messages[2]["content"] == "" and messages[3] == msg("assistant", "Done.")
+
+
+def test_misuse_is_refused_with_a_reason() -> None:
+    transcript = Transcript()
+    with pytest.raises(ValueError, match=r"^the transcript has no turn yet$"):
+        transcript.extend_current("word")
+    key = transcript.start_turn("user", "Hi")
+    with pytest.raises(ValueError, match=r"^only an assistant message can be interrupted$"):
+        transcript.interrupt(key)
+    with pytest.raises(KeyError) as e:
+        transcript.get(key + 1)
+    assert e.value.args == (key + 1,)
