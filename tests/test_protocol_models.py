@@ -350,3 +350,76 @@ def test_decoder_errors_say_which_message_and_what_was_wrong(decode, what: str) 
     # Keys are strings, as rmp_serde writes them; any other key is not a message.
     with pytest.raises(WireFormatError, match=f"^Invalid {what}: not msgpack"):
         decode(msgpack.packb({"type": "Ready", 1: 2}))
+
+
+def _general_audio(data: bytes) -> moshi.Audio:
+    """The general path: msgpack and pydantic, whatever the layout."""
+    decoded = moshi._decode(data, "TTS server message", moshi._TTS_SERVER)
+    assert isinstance(decoded, moshi.Audio)
+    return decoded
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 1920, 65535, 65536])
+def test_audio_as_moshi_writes_it_takes_the_fast_path_and_equals_the_general_one(n: int) -> None:
+    pcm = np.linspace(-1, 1, n, dtype=np.float32)
+    data = moshi.encode(moshi.Audio(pcm=pcm))
+    fast = moshi._decode_audio_fast(data)
+    assert fast is not None
+    assert fast.pcm.dtype == np.float32 and fast.pcm.ndim == 1
+    assert np.array_equal(fast.pcm, pcm)
+    assert np.array_equal(fast.pcm, _general_audio(data).pcm)
+    for decode in (moshi.decode_stt_client, moshi.decode_tts_server):
+        assert np.array_equal(decode(data).pcm, pcm)
+
+
+def _audio_with(header: bytes, items: bytes) -> bytes:
+    return b"\x82" + _s("type") + _s("Audio") + _s("pcm") + header + items
+
+
+F32_HALF = b"\xca\x3f\x00\x00\x00"  # float 32, 0.5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _audio_with(b"\x92", F32_HALF * 2),  # fixarray
+        _audio_with(b"\xdc\x00\x02", F32_HALF * 2),  # array16, though 2 would fit a fixarray
+        _audio_with(b"\xdd\x00\x00\x00\x02", F32_HALF * 2),  # array32
+        _audio_with(b"\xdc\x00\x00", b""),  # an empty array16
+        _audio_with(b"\xdd\x00\x00\x00\x00", b""),  # an empty array32
+    ],
+    ids=["fixarray", "array16", "array32", "empty array16", "empty array32"],
+)
+def test_every_array_header_takes_the_fast_path(data: bytes) -> None:
+    fast = moshi._decode_audio_fast(data)
+    assert fast is not None and fast.pcm.dtype == np.float32
+    assert np.array_equal(fast.pcm, _general_audio(data).pcm)
+
+
+@pytest.mark.parametrize(
+    "data,expected",
+    [
+        (_audio_with(b"\x92", b"\xcb\x3f\xe0" + b"\x00" * 6 + F32_HALF), [0.5, 0.5]),  # float 64
+        (_audio_with(b"\x92", F32_HALF + b"\x01"), [0.5, 1.0]),  # an integer item
+        (_audio_with(b"\x92", F32_HALF * 2 + b"\xc0"), None),  # a byte after the array
+        (_audio_with(b"\x93", F32_HALF * 2), None),  # an item short
+        (_audio_with(b"\xdc\x00\x03", F32_HALF * 2), None),
+        (_audio_with(b"\xdd\x00\x00\x00\x03", F32_HALF * 2), None),
+        (_audio_with(b"\xdc\x00", b""), None),  # a header cut short
+        (_audio_with(b"\xdd\x00\x00\x00", b""), None),
+        (_audio_with(b"", b""), None),  # no array at all
+        (_audio_with(b"\xc0", b""), None),  # nil
+        (b"\x82" + _s("type") + _s("Audio") + _s("pcx") + b"\x90", None),
+    ],
+    ids=["float64", "int", "extra byte", "short", "short16", "short32", "cut16", "cut32",
+         "nothing", "nil", "other key"],
+)  # fmt: skip
+def test_any_other_layout_goes_the_general_way(data: bytes, expected: list | None) -> None:
+    """Valid ones are decoded there; invalid ones are refused there, with its errors."""
+    assert moshi._decode_audio_fast(data) is None
+    if expected is None:
+        with pytest.raises(WireFormatError):
+            moshi.decode_tts_server(data)
+    else:
+        decoded = moshi.decode_tts_server(data)
+        assert isinstance(decoded, moshi.Audio) and decoded.pcm.tolist() == expected
