@@ -49,6 +49,7 @@ from unmute_trio.conversation.events import (
     UserSpeechStarted,
     UserTextAdded,
     UserTranscriptDelta,
+    UserTurnEnded,
 )
 from unmute_trio.conversation.messages import (
     CANCELLED_BY_CLIENT,
@@ -57,6 +58,7 @@ from unmute_trio.conversation.messages import (
     INTERRUPTED_BY_WORD,
 )
 from unmute_trio.conversation.pause import WARMUP_STEPS
+from unmute_trio.conversation.transcript import Turn
 from unmute_trio.errors import ServiceAtCapacity, ServiceDisconnected, ServiceTimeout
 from unmute_trio.session import unmute_front
 
@@ -717,3 +719,102 @@ def test_the_same_events_give_the_same_actions() -> None:
         return out
 
     assert run() == run()
+
+
+# ------------------------------------------------------------------------ mutation survivors
+
+
+def _silence_turn_after(s: Script, seconds: float) -> None:
+    """Waiting from now on: no silence turn at ``seconds`` of audio, one a page later."""
+    start = s.m.audio_time_s
+    assert s.m.state is State.WAITING_FOR_USER
+    s.audio_until(start + seconds)
+    assert s.m.state is State.WAITING_FOR_USER
+    s.audio()
+    assert s.m.state is State.USER_SPEAKING
+    assert s.m.transcript.turns[-1] == Turn("user", "...")
+
+
+def test_the_silence_clock_starts_when_a_cancelled_reply_stops() -> None:
+    s = manual(silence_timeout_s=2.0)
+    s.audio_until(5.0)  # long enough to time out, were the clock not reset below
+    s.m.handle(ResponseRequested())
+    s.m.handle(ResponseCancelRequested())
+    _silence_turn_after(s, 2.0)
+
+
+def test_the_silence_clock_starts_when_a_turn_ends_without_a_reply() -> None:
+    s = manual(silence_timeout_s=2.0)
+    s.user_says("Hello")
+    s.m.handle(AudioCommitted())
+    s.audio_until(5.0)
+    s.step(0.9, steps=8)  # the flush ends: no reply is asked for, so the user has the floor
+    _silence_turn_after(s, 2.0)
+
+
+def test_the_silence_clock_starts_when_a_reply_is_refused_during_a_drain() -> None:
+    s = manual(silence_timeout_s=2.0)
+    s(DrainStarted())
+    s.audio_until(5.0)
+    assert s.m.handle(ResponseRequested()) == []
+    _silence_turn_after(s, 2.0)
+
+
+def test_a_function_output_is_a_turn_and_says_which() -> None:
+    s = manual()
+    (added,) = notes(s.m.handle(FunctionOutputAdded("call_1", '{"ok":true}')))
+    assert added == TurnAdded(s.m.transcript.turns[-1].key)
+    assert s.m.transcript.turns[-1].kind == "function_call_output"
+
+
+def test_events_the_machine_cannot_take() -> None:
+    m = ConversationMachine("p")
+    assert m.handle(AudioReceived(0)) == []  # an empty page is fine
+    with pytest.raises(ValueError, match=r"^negative sample count: -1$"):
+        m.handle(AudioReceived(-1))
+    with pytest.raises(TypeError, match=r"^not a conversation event: 'nonsense'$"):
+        m.handle("nonsense")  # type: ignore[arg-type]
+
+
+def test_the_stt_clock_starts_one_delay_in_the_past_and_advances_a_frame_a_step() -> None:
+    m = ConversationMachine("p")
+    assert m.stt_time == -0.5
+    for _ in range(3):
+        m.handle(SttStep((0.0, 0.0, 1.0, 0.0)))
+    assert m.stt_time == pytest.approx(-0.5 + 3 * 0.08)
+
+
+def test_words_of_a_turn_that_is_over_are_dropped() -> None:
+    s = Script()
+    assert s.m.handle(LlmWord(1, "early")) == []  # no turn yet
+    s.greet()
+    assert s.m.handle(LlmWord(1, "late")) == []  # turn 1 is over
+    assert s.m.handle(TurnAudioFinished(1)) == []
+    s.user_says("Hi")
+    s.end_user_turn()
+    s.m.handle(ServiceFailed("llm", ServiceTimeout("llm", 5.0), turn_id=2))
+    assert s.m.state is State.CLOSED
+    assert s.m.handle(LlmWord(2, "after the failure")) == []
+
+
+def test_the_end_of_a_user_turn_names_its_transcript_turn() -> None:
+    s = Script()
+    s.greet()
+    s.user_says("How", "are", "you?")
+    key = s.m.transcript.turns[-1].key
+    s.step(0.9)
+    actions = s.m.handle(AudioReceived(PAGE))
+    for _ in range(8):
+        actions += s.m.handle(SttStep((0.0, 0.0, 0.9, 0.0)))
+    (ended,) = [n for n in notes(actions) if isinstance(n, UserTurnEnded)]
+    assert ended == UserTurnEnded("How are you?", key)
+
+
+def test_the_last_turn_may_be_deleted_while_waiting_for_the_user() -> None:
+    s = Script()
+    s.greet()
+    assert s.m.state is State.WAITING_FOR_USER
+    greeting = s.m.transcript.turns[-1]
+    assert greeting.role == "assistant"
+    s.m.handle(TurnDeleteRequested(greeting.key))
+    assert s.m.transcript.turns == ()
