@@ -288,3 +288,24 @@ def test_a_key_with_a_lone_surrogate_is_refused_at_its_objects_path() -> None:
         " not valid Unicode text."
     )
     assert str(e.value) == e.value.message
+
+
+def test_details_are_type_loc_and_msg_only() -> None:
+    """Pydantic's context and input are left out of what the client gets back."""
+    frame = json.dumps(session_update(instructions={"type": "smalltalk", "language": "de"}))
+    assert refusal(frame).details == [
+        {
+            "type": "literal_error",
+            "loc": ("session.update", "session", "instructions", "smalltalk", "language"),
+            "msg": "Input should be 'en', 'fr', 'en/fr' or 'fr/en'",
+        }
+    ]
+
+
+def test_an_id_is_drawn_even_when_the_pool_is_empty(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pool is filled on demand (at the first id of a process, and every BATCH ids)."""
+    from unmute_trio.protocol import ids
+
+    monkeypatch.setattr(ids, "_pool", [])
+    assert re.fullmatch(r"[A-Za-z0-9]{21}", ids.random_chars())
+    assert len(ids._pool) == ids.BATCH - 1
