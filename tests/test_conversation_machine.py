@@ -818,3 +818,36 @@ def test_the_last_turn_may_be_deleted_while_waiting_for_the_user() -> None:
     assert greeting.role == "assistant"
     s.m.handle(TurnDeleteRequested(greeting.key))
     assert s.m.transcript.turns == ()
+
+
+def test_every_note_of_a_reply_names_its_turn() -> None:
+    """Notes are routed by turn id (a late note of a cancelled turn is dropped by it)."""
+    from unmute_trio.conversation.bot_turn import BotTurn
+    from unmute_trio.conversation.events import (
+        CustomVoiceMissing,
+        ResponseTextComplete,
+        ResponseWordPlanned,
+        ResponseWordSpoken,
+        ServiceWarning,
+    )
+    from unmute_trio.conversation.messages import custom_voice_warning, retry_warning
+    from unmute_trio.conversation.transcript import Transcript
+
+    transcript = Transcript()
+    key = transcript.start_turn("assistant")
+    turn = BotTurn(7, key, ResponseSpec())
+    assert notes(turn.on_event(LlmWord(7, "Hi"), transcript)) == [ResponseWordPlanned(7, "Hi")]
+    assert notes(turn.on_event(TtsWordSpoken(7, "Hi"), transcript)) == [ResponseWordSpoken(7, "Hi")]
+    (call,) = notes(turn.on_event(LlmToolCall(7, "call_1", "f", '{"a":1}'), transcript))
+    assert call == ResponseToolCall(7, "call_1", "f", '{"a":1}', transcript.turns[-1].key)
+    assert call.key != key and call.key == key + 1
+    assert notes(turn.on_event(ServiceRetrying(7, "tts"), transcript)) == [
+        ServiceWarning(7, retry_warning("tts"))
+    ]
+    for unavailable in (False, True):
+        missing = CustomVoiceMissing(7, "custom:abc", unavailable)
+        assert notes(turn.on_event(missing, transcript)) == [
+            ServiceWarning(7, custom_voice_warning("custom:abc", unavailable))
+        ]
+    assert custom_voice_warning("custom:abc", True) != custom_voice_warning("custom:abc", False)
+    assert notes(turn.on_llm_done(LlmDone(7))) == [ResponseTextComplete(7, "Hi")]
