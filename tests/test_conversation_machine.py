@@ -851,3 +851,17 @@ def test_every_note_of_a_reply_names_its_turn() -> None:
         ]
     assert custom_voice_warning("custom:abc", True) != custom_voice_warning("custom:abc", False)
     assert notes(turn.on_llm_done(LlmDone(7))) == [ResponseTextComplete(7, "Hi")]
+
+
+def test_a_text_reply_ends_with_its_text_then_its_end() -> None:
+    """A reply without speech has no audio to wait for: the LLM's end is the reply's end."""
+    from unmute_trio.conversation.events import ResponseTextComplete
+
+    s = manual()
+    s(UserTextAdded("Time?"))
+    s.m.handle(ResponseRequested(ResponseSpec(speak=False)))
+    s(LlmWord(1, "Noon."))
+    done = notes(s.m.handle(LlmDone(1)))
+    assert done[0] == ResponseTextComplete(1, "Noon.")
+    assert [type(n) for n in done][-1] is ResponseFinished
+    assert s.m.state is State.WAITING_FOR_USER
