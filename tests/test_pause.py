@@ -95,3 +95,52 @@ def test_pause_predictor_rejects_steps_without_a_pause_head() -> None:
         predictor.update([0.1, 0.2])
     with pytest.raises(ValueError):
         predictor.update([0.1, 0.2, 1.5])
+
+
+def test_ema_starts_at_zero_by_default() -> None:
+    ema = ExponentialMovingAverage(attack_time=0.1, release_time=0.5)
+    assert ema.value == 0.0
+    assert ema.update(dt=0.1, new_value=1.0) == pytest.approx(0.5)  # from 0, one half-life
+
+
+def test_ema_half_lives_must_be_positive_and_the_refusal_says_so() -> None:
+    for attack, release in ((0.0, 0.5), (0.1, 0.0), (-0.1, 0.5), (0.1, -0.5)):
+        with pytest.raises(ValueError) as refused:
+            ExponentialMovingAverage(attack_time=attack, release_time=release)
+        assert str(refused.value) == "attack_time and release_time must be positive"
+    tiny = ExponentialMovingAverage(attack_time=1e-9, release_time=1e-9)  # just above 0: taken
+    assert tiny.release_time == 1e-9
+
+
+def test_ema_refusals_name_the_bad_value() -> None:
+    ema = ExponentialMovingAverage(attack_time=0.1, release_time=0.5)
+    with pytest.raises(ValueError) as bad_dt:
+        ema.update(dt=0.0, new_value=0.5)
+    assert str(bad_dt.value) == "dt must be positive, got 0.0"
+    with pytest.raises(ValueError) as bad_value:
+        ema.update(dt=0.1, new_value=-0.25)
+    assert str(bad_value.value) == "new_value must be non-negative, got -0.25"
+    with pytest.raises(ValueError) as nan:
+        ema.update(dt=0.1, new_value=math.nan)
+    assert str(nan.value) == "new_value must be non-negative, got nan"
+
+
+def test_time_to_decay_to_refuses_zero_and_one_with_its_own_text() -> None:
+    ema = ExponentialMovingAverage(attack_time=0.1, release_time=0.5)
+    for fraction in (0.0, 1.0, -0.5, 1.5):
+        with pytest.raises(ValueError) as refused:
+            ema.time_to_decay_to(fraction)
+        assert str(refused.value) == f"fraction must be in (0, 1), got {fraction!r}"
+
+
+def test_check_prs_refusals_say_what_is_wrong() -> None:
+    from unmute_trio.conversation.pause import check_prs
+
+    with pytest.raises(ValueError) as short:
+        check_prs([0.1, 0.2])
+    assert str(short.value) == "prs has 2 values, the pause head is index 2"
+    with pytest.raises(ValueError) as not_probability:
+        check_prs([0.1, 0.2, 1.5, 0.3])
+    assert str(not_probability.value) == "prs[2] is not a probability: 1.5"
+    check_prs([0.0, 0.0, 0.0])  # three values are enough; 0 and 1 are probabilities
+    check_prs([1.0, 1.0, 1.0, 1.0])

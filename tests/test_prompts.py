@@ -201,3 +201,47 @@ def test_what_varies_between_sessions_comes_last_so_servers_reuse_the_prefix() -
     shared = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), len(a))
     assert a.rfind("THIS CONVERSATION") < shared
     assert shared > 0.7 * len(a)
+
+
+def test_llm_name_of_a_model_with_several_slashes_is_its_last_part() -> None:
+    assert llm_name_from_model("org/team/gemma-3_1b-it") == "gemma 3 1b it"
+
+
+def test_something_that_is_not_instructions_is_refused_with_its_repr() -> None:
+    with pytest.raises(TypeError) as refused:
+        build_system_prompt(
+            "constant",  # type: ignore[arg-type]
+            llm_name=LLM,
+            rng=random.Random(0),
+            now=NOW,
+        )
+    assert str(refused.value) == "not an Instructions object: 'constant'"
+
+
+def test_smalltalk_is_the_default_character_then_its_context_and_first_message() -> None:
+    prompt = build(SmalltalkInstructions())
+    start = (
+        DEFAULT_CONSTANT_TEXT
+        + "\nCONTEXT\nIt is Tuesday, March 3, 2026, at 14:05 in the UTC time zone.\n\n"
+        + "FIRST MESSAGE\nOpen with a greeting and something to talk about."
+    )
+    assert start in prompt
+
+
+def test_a_headline_without_a_source_names_none() -> None:
+    news = [
+        {"title": "Only title"},
+        {"title": "With summary", "description": "A summary.", "source": {"name": None}},
+    ]
+    prompt = build(NewsInstructions(), news=news)
+    lines = prompt.split("HEADLINES\n", 1)[1].splitlines()
+    assert sorted(lines) == ["- Only title", "- With summary: A summary."]
+
+
+def test_the_unmute_explanation_names_the_llm_in_its_text() -> None:
+    prompt = build(UnmuteExplanationInstructions())
+    assert (
+        "The transcript then goes to the language model, gemma 3 1b it, which writes the reply "
+        "word by word."
+    ) in prompt
+    assert prompt.rstrip().endswith("never hears the tone of the user's voice.")

@@ -70,3 +70,21 @@ def test_max_word_chars_bounds_a_word_without_whitespace() -> None:
 def test_unbounded_by_default() -> None:
     long_word = "x" * 100_000
     assert rechunk_to_words([long_word, " y"]) == [long_word, " y"]
+
+
+def test_max_word_chars_of_one_is_allowed_and_zero_is_refused_with_its_text() -> None:
+    chunker = WordChunker(max_word_chars=1)
+    assert chunker.feed("a") == []
+    assert chunker.feed("b") == ["ab"]
+    for bad in (0, -1):
+        with pytest.raises(ValueError) as refused:
+            WordChunker(max_word_chars=bad)
+        assert str(refused.value) == "max_word_chars must be at least 1"
+
+
+def test_feeding_after_finish_says_so() -> None:
+    chunker = WordChunker()
+    chunker.finish()
+    with pytest.raises(RuntimeError) as refused:
+        chunker.feed("late")
+    assert str(refused.value) == "feed() after finish()"
