@@ -31,7 +31,6 @@ from tests.local_engines import (
     letter_error_rate,
     local_stt_engine,
     local_tts_engine,
-    normalise_words,
     resample,
     stt_models,
     word_errors,
@@ -140,7 +139,15 @@ async def test_spoken_question_answered_by_the_local_llm_and_spoken() -> None:
         for e in client.events[asked_at:done_at]
         if e.get("type") == "response.text.delta" and e["delta"].strip()
     )
-    assert "paris" in normalise_words(reply), reply
+    # The question reached the LLM as the user said it (the chat history the server reports),
+    # and the LLM's answer was spoken. What the 0.5B model answers is not checked: at its
+    # sampling temperature it once said "Oslo", which is no fault of the server's.
+    [*_, outputs] = [
+        e for e in client.events[:done_at] if e.get("type") == "unmute.additional_outputs"
+    ]
+    asked = [m["content"] for m in outputs["args"]["chat_history"] if m["role"] == "user"]
+    assert asked and word_errors("What is the capital of France?", asked[-1]) <= 1, asked
+    assert reply.strip(), "the LLM gave no answer"
     recognizer, _ = stt_models()
     audio = client.bot_audio_between(asked_at, done_at)
     heard = recognizer.transcribe(resample(audio, 24_000, 16_000))
