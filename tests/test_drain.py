@@ -173,10 +173,37 @@ async def wait_until_serving(base_url: str, process: trio.Process) -> None:
             await trio.sleep(0.05)
 
 
+@asynccontextmanager
+async def serve_process(
+    name: str, env: dict[str, str], tmp_path: Path
+) -> AsyncIterator[tuple[str, trio.Process]]:
+    """``unmute-trio serve`` in a process of its own; yields its base URL and the process."""
+    port = free_port()
+    log_path = tmp_path / f"{name}.log"
+    command = [sys.executable, "-m", "unmute_trio", "serve", "--host", "127.0.0.1"]
+    with log_path.open("wb") as log:
+        process = await trio.lowlevel.open_process(
+            [*command, "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with trio.fail_after(20):
+            await wait_until_serving(base, process)
+        yield base, process
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            with trio.CancelScope(shield=True):
+                await process.wait()
+
+
 async def test_sigterm_to_serve_closes_sessions_1001_and_exits_0(tmp_path: Path) -> None:
     stt, tts, llm = SttSimulator(), TtsSimulator(), LlmSimulator()
-    port = free_port()
-    log_path = tmp_path / "serve.log"
     async with trio.open_nursery() as nursery:
         stt_port, tts_port, llm_port = [await nursery.start(s.serve) for s in (stt, tts, llm)]
         env = {
@@ -187,28 +214,14 @@ async def test_sigterm_to_serve_closes_sessions_1001_and_exits_0(tmp_path: Path)
             "UNMUTE_DRAIN_TIMEOUT_S": "5",
         }
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        command = [sys.executable, "-m", "unmute_trio", "serve", "--host", "127.0.0.1"]
-        with log_path.open("wb") as log:
-            process = await trio.lowlevel.open_process(
-                [*command, "--port", str(port)],
-                env=env,
-                cwd=REPO,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group, killed as one on failure
-            )
-        try:
+        async with serve_process("serve", env, tmp_path) as (base, process):
             with trio.fail_after(15):
-                await wait_until_serving(f"http://127.0.0.1:{port}", process)
-                async with idle_session(f"ws://127.0.0.1:{port}/v1/realtime") as client:
+                async with idle_session(
+                    base.replace("http://", "ws://") + "/v1/realtime"
+                ) as client:
                     process.send_signal(signal.SIGTERM)
                     assert await client.wait_closed() == 1001
                     assert client.close_reason == "server shutting down"
-                assert await process.wait() == 0, log_path.read_text()
-        finally:
-            if process.returncode is None:
-                os.killpg(process.pid, signal.SIGKILL)  # the master and its workers
-                with trio.CancelScope(shield=True):
-                    await process.wait()
-        assert "draining (received SIGTERM)" in log_path.read_text()
+                assert await process.wait() == 0, (tmp_path / "serve.log").read_text()
+        assert "draining (received SIGTERM)" in (tmp_path / "serve.log").read_text()
         nursery.cancel_scope.cancel()

@@ -10,7 +10,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,7 +21,7 @@ import trio
 from prometheus_client import REGISTRY
 
 from tests.session_helpers import greet
-from tests.test_drain import REPO, free_port, wait_until_serving
+from tests.test_drain import free_port, serve_process
 from tests.test_voice_upload import small_wav
 from unmute_trio.services.redis_voices import KEY_PREFIX, RedisVoiceStore
 from unmute_trio.testing.llm_sim import LlmSimulator
@@ -178,35 +177,6 @@ async def test_the_store_recovers_when_redis_restarts(tmp_path: Path) -> None:
             assert await store.get(name) is None  # no persistence configured: that one is gone
         finally:
             await store.aclose()
-
-
-@asynccontextmanager
-async def serve_process(
-    name: str, env: dict[str, str], tmp_path: Path
-) -> AsyncIterator[tuple[str, trio.Process]]:
-    """``unmute-trio serve`` in a process of its own; yields its base URL and the process."""
-    port = free_port()
-    log_path = tmp_path / f"{name}.log"
-    command = [sys.executable, "-m", "unmute_trio", "serve", "--host", "127.0.0.1"]
-    with log_path.open("wb") as log:
-        process = await trio.lowlevel.open_process(
-            [*command, "--port", str(port)],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with trio.fail_after(20):
-            await wait_until_serving(base, process)
-        yield base, process
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            with trio.CancelScope(shield=True):
-                await process.wait()
 
 
 def ws(base: str) -> str:

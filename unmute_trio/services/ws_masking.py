@@ -17,30 +17,21 @@ from __future__ import annotations
 import numpy as np
 from wsproto import frame_protocol
 
-# Below this, numpy's fixed cost exceeds what it saves (close frames, pings, short texts).
-NUMPY_FROM_BYTES = 256
-
 _ORIGINAL = frame_protocol.XorMaskerSimple
 
 
 class NumpyXorMasker:
     def __init__(self, masking_key: bytes | bytearray) -> None:
         self._key = bytes(masking_key)
-        self._small = _ORIGINAL(masking_key)
 
     def process(self, data: bytes | bytearray) -> bytearray:
         n = len(data)
-        if n < NUMPY_FROM_BYTES:
-            # Keep the small masker's key in step with ours: it rotates it the same way.
-            out = self._small.process(bytearray(data))
-            self._key = bytes(self._small._masking_key)
-            return out
-        key = np.frombuffer(self._key * ((n + 3) // 4), dtype=np.uint8, count=n)
         out = bytearray(n)
-        np.bitwise_xor(np.frombuffer(data, dtype=np.uint8), key, out=np.frombuffer(out, np.uint8))
-        rotation = n % 4
-        self._key = self._key[rotation:] + self._key[:rotation]
-        self._small._masking_key = self._key
+        if n:
+            key = np.frombuffer(self._key * ((n + 3) // 4), dtype=np.uint8, count=n)
+            np.bitwise_xor(np.frombuffer(data, np.uint8), key, out=np.frombuffer(out, np.uint8))
+            rotation = n % 4
+            self._key = self._key[rotation:] + self._key[:rotation]
         return out
 
 
