@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 # The repository root holds voices.yaml; an editable install (``make run``) finds it here.
 # Which forwarding headers a trusted proxy sets (docs/deployment.md).
@@ -183,15 +183,20 @@ def _service_url(env: Mapping[str, str], name: str, default: str, *, websocket: 
             f"{s}://" for s in (*allowed, *(("http", "https") if websocket else ()))
         )
         raise SettingsError(name, f"{raw!r} must start with {expected}")
-    if not parts.hostname:
-        raise SettingsError(name, f"{raw!r} has no host name")
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as e:
-        raise SettingsError(name, f"{raw!r} has an invalid port: {e}") from None
+    _check_host_and_port(name, raw, parts)
     if parts.query or parts.fragment:
         raise SettingsError(name, f"{raw!r} must not have a query string or fragment")
     return url.rstrip("/")
+
+
+def _check_host_and_port(name: str, shown: str, parts: SplitResult) -> None:
+    """``shown``: the URL as a message may quote it (without a password)."""
+    if not parts.hostname:
+        raise SettingsError(name, f"{shown!r} has no host name")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as e:
+        raise SettingsError(name, f"{shown!r} has an invalid port: {e}") from None
 
 
 def _redis_url(env: Mapping[str, str], name: str) -> str | None:
@@ -201,12 +206,7 @@ def _redis_url(env: Mapping[str, str], name: str) -> str | None:
     parts = urlsplit(raw)
     if parts.scheme not in ("redis", "rediss"):
         raise SettingsError(name, f"{redacted_url(raw)!r} must start with redis:// or rediss://")
-    if not parts.hostname:
-        raise SettingsError(name, f"{redacted_url(raw)!r} has no host name")
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError as e:
-        raise SettingsError(name, f"{redacted_url(raw)!r} has an invalid port: {e}") from None
+    _check_host_and_port(name, redacted_url(raw), parts)
     database = parts.path.strip("/")
     if database and not database.isdigit():
         raise SettingsError(name, f"{redacted_url(raw)!r}: the path must be a database number")
