@@ -1,0 +1,79 @@
+"""hypercorn's read loop without its per-read timer (web/hypercorn_fixes.py, fix 3).
+
+With ``read_timeout`` unset (our configuration), connections are read by the patched loop,
+which must end a connection exactly as hypercorn's does; with it set, hypercorn's own loop,
+timer included, still runs."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import trio
+from hypercorn.trio import tcp_server
+
+from unmute_trio.settings import Settings
+from unmute_trio.testing.protocol_only import protocol_only_session
+from unmute_trio.testing.server import serve_app
+from unmute_trio.web import hypercorn_fixes
+from unmute_trio.web.app import create_app
+
+PROMPT_S = 5.0
+
+
+def test_the_patch_is_applied_once() -> None:
+    hypercorn_fixes.apply()
+    patched = tcp_server.TCPServer._read_data
+    hypercorn_fixes.apply()
+    assert tcp_server.TCPServer._read_data is patched
+    assert getattr(patched, hypercorn_fixes._APPLIED_MARK)
+
+
+async def read_until_closed(stream: trio.SocketStream) -> bytes:
+    answer = b""
+    while data := await stream.receive_some():
+        answer += data
+    return answer
+
+
+async def read_one_response(stream: trio.SocketStream) -> bytes:
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += await stream.receive_some()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += await stream.receive_some()
+    return head
+
+
+@pytest.mark.parametrize("read_timeout", [None, 30])
+async def test_requests_are_answered_and_the_clients_eof_ends_the_connection(
+    nursery: trio.Nursery,
+    all_down_settings: Settings,
+    read_timeout: int | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hypercorn_loops = []
+    original = hypercorn_fixes._hypercorn_read_data
+
+    async def spy(server: object) -> None:
+        hypercorn_loops.append(server)
+        await original(server)
+
+    monkeypatch.setattr(hypercorn_fixes, "_hypercorn_read_data", spy)
+    app = create_app(all_down_settings, session_runner=protocol_only_session)
+    port = await nursery.start(
+        functools.partial(serve_app, app, keep_alive_timeout=60, read_timeout=read_timeout)
+    )
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        with trio.fail_after(PROMPT_S):
+            for _ in range(2):  # the loop goes on after the first request
+                await stream.send_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await read_one_response(stream)
+                assert head.startswith(b"HTTP/1.1 "), head
+            await stream.send_eof()  # the loop must see the end of the stream and close
+            assert await read_until_closed(stream) == b""
+    # hypercorn's own loop (and its timer) runs only when a read timeout is configured.
+    assert len(hypercorn_loops) == (0 if read_timeout is None else 1)
