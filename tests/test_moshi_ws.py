@@ -4,6 +4,7 @@ each must be reported at once as what it is, never as a handshake timeout."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import re
 import socket
@@ -11,12 +12,14 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import numpy as np
 import pytest
 import trio
 import trio_websocket
 
 from unmute_trio.errors import ServiceDisconnected, ServiceError, ServiceProtocolError
 from unmute_trio.protocol import moshi
+from unmute_trio.services import moshi_ws
 from unmute_trio.services.stt import connect_stt
 from unmute_trio.services.tts import connect_tts
 
@@ -159,3 +162,203 @@ async def test_a_server_closing_after_ready_still_ends_the_stream_in_order(
         async with connect_stt(f"ws://127.0.0.1:{server.port}") as stt:
             with pytest.raises(ServiceDisconnected, match="the server closed the stream"):
                 await stt.receive()
+
+
+# --------------------------------------------------------------------------- the stream itself
+# The client drives wsproto in its own tasks (no reader task): these servers write WebSocket
+# frames byte by byte, as RFC 6455 lays them out, to check what a general library did for us.
+
+
+def server_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
+    """A frame as a server sends it (unmasked)."""
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        return bytes([first, n]) + payload
+    if n < 65536:
+        return bytes([first, 126]) + n.to_bytes(2, "big") + payload
+    return bytes([first, 127]) + n.to_bytes(8, "big") + payload
+
+
+class ClientFrames:
+    """Reads the client's masked frames from a raw socket."""
+
+    def __init__(self, conn: trio.socket.SocketType) -> None:
+        self.conn = conn
+        self.buffer = b""
+
+    async def _take(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            data = await self.conn.recv(65536)
+            if not data:
+                raise EOFError
+            self.buffer += data
+        taken, self.buffer = self.buffer[:n], self.buffer[n:]
+        return taken
+
+    async def next(self) -> tuple[int, bytes]:
+        first, second = await self._take(2)
+        assert second & 0x80, "a client frame must be masked"
+        n = second & 0x7F
+        if n == 126:
+            n = int.from_bytes(await self._take(2), "big")
+        elif n == 127:
+            n = int.from_bytes(await self._take(8), "big")
+        key = await self._take(4)
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(await self._take(n)))
+        return first & 0x0F, payload
+
+
+READY = server_frame(0x2, moshi.encode(moshi.Ready()))
+CLOSE_1000 = server_frame(0x8, (1000).to_bytes(2, "big"))
+
+
+async def serve_frames(
+    script: Callable[[trio.socket.SocketType, ClientFrames], Awaitable[None]],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Upgrade one connection, then run ``script`` on it."""
+
+    async def server(conn: trio.socket.SocketType) -> None:
+        await script(conn, ClientFrames(conn))
+
+    await serve_once(server, task_status=task_status)
+
+
+async def test_ready_sent_with_the_upgrade_answer_is_not_lost(nursery: trio.Nursery) -> None:
+    async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
+        # The 101, Ready and a Step in one segment: the client must keep what follows the head.
+        step = server_frame(
+            0x2, moshi.encode(moshi.Step(step_idx=0, prs=[0.1, 0.2, 0.3], buffered_pcm=0))
+        )
+        await conn.send(switching_protocols(await read_request(conn)) + READY + step)
+        assert await frames.next() == (0x8, (1000).to_bytes(2, "big"))
+        await conn.send(CLOSE_1000)
+
+    port = await nursery.start(serve_frames, script)
+    with trio.fail_after(PROMPT_S):
+        async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
+            step = await stt.receive()
+    assert isinstance(step, moshi.Step) and list(step.prs) == pytest.approx([0.1, 0.2, 0.3])
+
+
+async def test_a_ping_is_answered_and_a_fragmented_message_reassembled(
+    nursery: trio.Nursery,
+) -> None:
+    pong: list[tuple[int, bytes]] = []
+
+    async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
+        await conn.send(switching_protocols(await read_request(conn)) + READY)
+        await conn.send(server_frame(0x9, b"are you there"))
+        pong.append(await frames.next())
+        # One Step message in three fragments, with a ping between two of them (RFC 6455 §5.4).
+        data = moshi.encode(moshi.Step(step_idx=3, prs=[0.5, 0.25, 0.125], buffered_pcm=0))
+        await conn.send(
+            server_frame(0x2, data[:3], fin=False)
+            + server_frame(0x0, data[3:7], fin=False)
+            + server_frame(0x9, b"again")
+            + server_frame(0x0, data[7:])
+        )
+        pong.append(await frames.next())
+        assert await frames.next() == (0x8, (1000).to_bytes(2, "big"))
+        await conn.send(CLOSE_1000)
+
+    port = await nursery.start(serve_frames, script)
+    with trio.fail_after(PROMPT_S):
+        async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
+            step = await stt.receive()
+    assert isinstance(step, moshi.Step) and step.step_idx == 3
+    assert pong == [(0xA, b"are you there"), (0xA, b"again")]
+
+
+async def test_a_message_over_the_limit_is_a_protocol_error(nursery: trio.Nursery) -> None:
+    async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
+        await conn.send(switching_protocols(await read_request(conn)) + READY)
+        chunk = bytes(256 * 1024)
+        # Four fragments make exactly the limit; the byte after them is one too many. The
+        # client drops the connection when it refuses, so a later send may meet a reset.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            data = memoryview(
+                server_frame(0x2, chunk, fin=False)
+                + b"".join(server_frame(0x0, chunk, fin=False) for _ in range(3))
+                + server_frame(0x0, b"x")
+            )
+            while data:
+                data = data[await conn.send(data) :]
+            with trio.move_on_after(PROMPT_S):
+                while await conn.recv(65536):
+                    pass
+
+    port = await nursery.start(serve_frames, script)
+    with trio.fail_after(PROMPT_S), pytest.raises(ServiceProtocolError, match="more than"):
+        async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
+            await stt.receive()
+
+
+@pytest.mark.parametrize(("code", "clean"), [(1000, True), (1001, True), (1011, False)])
+async def test_a_close_frame_after_ready_ends_or_breaks_the_stream(
+    nursery: trio.Nursery, code: int, clean: bool
+) -> None:
+    answered: list[tuple[int, bytes]] = []
+
+    async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
+        await conn.send(switching_protocols(await read_request(conn)) + READY)
+        assert await frames.next() == (0x2, moshi.encode(moshi.Eos()))
+        await conn.send(server_frame(0x8, code.to_bytes(2, "big") + b"bye"))
+        answered.append(await frames.next())  # the client's half of the close handshake
+
+    port = await nursery.start(serve_frames, script)
+    with trio.fail_after(PROMPT_S):
+        async with connect_tts(f"ws://127.0.0.1:{port}") as tts:
+            await tts.send_eos()
+            if clean:
+                assert await tts.receive() is None
+            else:
+                with pytest.raises(ServiceDisconnected, match=f"code {code}, 'bye'"):
+                    await tts.receive()
+    assert answered and answered[0][0] == 0x8
+
+
+async def test_a_normal_exit_waits_for_the_servers_close_only_so_long(
+    nursery: trio.Nursery,
+) -> None:
+    """Our close frame goes out; a server that never answers it is dropped after the bound."""
+    seen: list[tuple[int, bytes]] = []
+
+    async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
+        await conn.send(switching_protocols(await read_request(conn)) + READY)
+        seen.append(await frames.next())
+        with trio.move_on_after(PROMPT_S * 2):
+            while await conn.recv(65536):  # never answer; wait for the TCP close
+                pass
+        seen.append((-1, b"eof"))
+
+    port = await nursery.start(serve_frames, script)
+    started = trio.current_time()
+    with trio.fail_after(PROMPT_S * 2):
+        async with connect_stt(f"ws://127.0.0.1:{port}"):
+            pass
+    waited = trio.current_time() - started
+    assert moshi_ws.CLOSE_TIMEOUT_S * 0.9 <= waited < moshi_ws.CLOSE_TIMEOUT_S + 0.5
+    with trio.fail_after(PROMPT_S):
+        while len(seen) < 2:
+            await trio.sleep(0.01)
+    assert seen == [(0x8, (1000).to_bytes(2, "big")), (-1, b"eof")]
+
+
+async def test_the_server_vanishing_mid_stream_is_a_disconnect_for_both_directions(
+    nursery: trio.Nursery,
+) -> None:
+    async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
+        await conn.send(switching_protocols(await read_request(conn)) + READY)
+        # SO_LINGER 0: the close resets the connection.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+    port = await nursery.start(serve_frames, script)
+    with trio.fail_after(PROMPT_S):
+        with pytest.raises(ServiceDisconnected, match="code 1006"):
+            async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
+                with pytest.raises(ServiceDisconnected, match="code 1006"):
+                    await stt.receive()
+                await stt.send_audio(np.zeros(moshi.SAMPLES_PER_FRAME, dtype=np.float32))

@@ -2,19 +2,27 @@
 
 :func:`open_moshi_socket` connects, upgrades with the ``kyutai-api-key`` header, waits for the
 ``Ready``/``Error`` handshake under one deadline, and yields a :class:`MoshiSocket` that sends
-bytes and receives decoded messages. It is the one place where library exceptions become the
-typed family of :mod:`unmute_trio.errors`:
+bytes and receives decoded messages. It is the one place where socket, WebSocket and decoder
+failures become the typed family of :mod:`unmute_trio.errors`:
 
 ============================================  =============================================
-trio-websocket / OS / decoder                 raised as
+what happened                                 raised as
 ============================================  =============================================
-HTTP rejection of the upgrade (401, ...)      ``ServiceProtocolError`` (detail names status)
+HTTP refusal of the upgrade (401, 503, ...)   ``ServiceProtocolError`` (detail names status)
 ``Error("no free channels")`` before Ready    ``ServiceAtCapacity``
 connect + upgrade + Ready over the deadline   ``ServiceTimeout``
 refused, reset, TLS failure, closed, dropped  ``ServiceDisconnected`` (at once, also when the
                                               server closes before answering the upgrade)
 undecodable message, text frame, other Error  ``ServiceProtocolError``
 ============================================  =============================================
+
+The WebSocket is driven with wsproto directly, in the caller's tasks: :meth:`MoshiSocket.receive`
+reads the TCP stream itself, and :meth:`MoshiSocket.send` writes to it. A general client such as
+trio-websocket (used here before) runs a reader task per connection that hands every message
+over through a channel; with ~30 messages a second per session from the STT and the TTS, that
+task switch, its lock and its channel cost ~40 % of the time to receive a message
+(docs/benchmarks.md). Nothing is read until the caller asks, so TCP flow control holds a
+server back when its reader falls behind, with no queue in between.
 
 Closing: on every exit path (normal, error, cancellation, timeout in the middle of the
 handshake) the TCP connection is closed before the context manager returns. A normal exit sends
@@ -27,8 +35,7 @@ slot (the original leaked the socket when its handshake was cancelled).
 
 A server that closes (or resets) the connection before its answer to the HTTP upgrade is
 complete is reported as ``ServiceDisconnected`` at once, and one that refuses the upgrade with
-a body ended by closing the connection as ``ServiceProtocolError``: trio-websocket itself would
-keep waiting for the upgrade until the deadline (:class:`_UpgradeWatch`).
+a body ended by closing the connection as ``ServiceProtocolError`` naming the status.
 
 Connecting to one address of a multi-address service (see ``services.discovery``): ``address``
 is the IP to dial, while the ``Host`` header and the TLS server name stay those of the URL, so
@@ -37,15 +44,30 @@ is the IP to dial, while the ``Host`` header and the TLS server name stay those 
 
 from __future__ import annotations
 
+import collections
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import trio
-import trio_websocket
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Event,
+    Message,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import ProtocolError
 
 from unmute_trio.errors import (
     ServiceAtCapacity,
@@ -53,7 +75,6 @@ from unmute_trio.errors import (
     ServiceProtocolError,
     ServiceTimeout,
 )
-from unmute_trio.exception_groups import leaves, reraise
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import Error, Ready
 
@@ -72,10 +93,10 @@ CLOSE_TIMEOUT_S = 1.0
 # The largest moshi message we expect is a TTS Audio frame (~9.6 KB); 1 MiB leaves room for
 # any future field without letting a broken server make us buffer without limit.
 MAX_MESSAGE_BYTES = 1024 * 1024
-# Messages trio-websocket buffers between its reader task and our receive(). 4 covers the
-# burst of one STT step (Step, Word, EndWord, Marker); beyond it the reader stops reading and
-# TCP flow control pushes back on the server.
-MESSAGE_QUEUE_SIZE = 4
+# Bytes asked of the TCP stream per read: several messages when the server is ahead.
+RECEIVE_BYTES = 65536
+# What RFC 6455 calls the close code of a connection that ended without a close frame.
+ABNORMAL_CLOSURE = 1006
 
 _default_ssl_context: ssl.SSLContext | None = None
 
@@ -102,45 +123,159 @@ class MoshiTransport(Protocol[M_co]):
     async def receive(self) -> M_co | None: ...
 
 
+def _describe_close(code: int, reason: str | None) -> str:
+    return f"code {code}" + (f", {reason!r}" if reason else "")
+
+
 class MoshiSocket(Generic[M]):
     """One open, handshaken WebSocket to a moshi-server endpoint.
 
     One task may send while another receives; two concurrent senders (or receivers) are a bug.
+    The receiver answers pings itself; its pong waits for a send in progress (a lock taken
+    without a checkpoint when free, which is always, but for that pong).
     """
 
     def __init__(
         self,
         service: str,
-        ws: trio_websocket.WebSocketConnection,
+        stream: trio.abc.Stream,
+        ws: WSConnection,
         decode: Callable[[bytes], M],
+        events: collections.deque[Event],
     ) -> None:
         self.service = service
+        self._stream = stream
         self._ws = ws
         self._decode = decode
+        self._events = events  # received and not handled yet
+        self._send_lock = trio.Lock()
+        self._message: list[bytes] = []  # the fragments of a message not finished yet
+        self._message_bytes = 0
+        # Set once the stream has ended: the close code and reason, for every later call.
+        self.closed: tuple[int, str | None] | None = None
+
+    # ------------------------------------------------------------------ sending
 
     async def send(self, data: bytes) -> None:
+        if self.closed is not None or self._ws.state is not ConnectionState.OPEN:
+            raise ServiceDisconnected(self.service, f"connection closed ({self._closed_text()})")
+        await self._send_bytes(self._ws.send(Message(data=data)))
+
+    async def _send_bytes(self, data: bytes) -> None:
+        if self._send_lock.locked():  # only a pong meets a send in progress
+            await self._send_lock.acquire()
+        else:
+            self._send_lock.acquire_nowait()
         try:
-            await self._ws.send_message(data)
-        except trio_websocket.ConnectionClosed as e:
-            raise ServiceDisconnected(self.service, f"connection closed ({e.reason})") from None
+            await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
+            self._lost()
+            raise ServiceDisconnected(
+                self.service, f"connection closed ({self._closed_text()})"
+            ) from e
+        finally:
+            self._send_lock.release()
+
+    # ------------------------------------------------------------------ receiving
 
     async def receive(self) -> M | None:
         """The next message, or ``None`` once the server has closed the stream in order.
 
         A close with an error code, or a dropped connection, raises ``ServiceDisconnected``.
         """
-        try:
-            data = await self._ws.get_message()
-        except trio_websocket.ConnectionClosed as e:
-            if e.reason is not None and e.reason.code in CLEAN_CLOSE_CODES:
+        while True:
+            if self.closed is not None:
+                self._raise_unless_clean()
                 return None
-            raise ServiceDisconnected(self.service, f"connection lost ({e.reason})") from None
-        if isinstance(data, str):
-            raise ServiceProtocolError(self.service, "the server sent a text frame")
+            if not self._events:
+                await self._read()
+                continue
+            event = self._events.popleft()
+            if isinstance(event, BytesMessage):
+                data = self._add_fragment(event.data, event.message_finished)
+                if data is None:
+                    continue
+                try:
+                    return self._decode(data)
+                except WireFormatError as e:
+                    raise ServiceProtocolError(self.service, e.message) from e
+            elif isinstance(event, TextMessage):
+                raise ServiceProtocolError(self.service, "the server sent a text frame")
+            elif isinstance(event, CloseConnection):
+                self.closed = (event.code, event.reason)
+                if self._ws.state is ConnectionState.REMOTE_CLOSING:
+                    # Our half of the close handshake; the server may already be gone.
+                    try:
+                        await self._send_bytes(self._ws.send(event.response()))
+                    except ServiceDisconnected:
+                        pass
+            elif isinstance(event, Ping):
+                await self._send_bytes(self._ws.send(event.response()))
+            # Pong and anything else: nothing to do.
+
+    def _add_fragment(self, data: bytes | bytearray, finished: bool) -> bytes | None:
+        """The whole message once its last fragment is in, else None (and keep the part)."""
+        self._message_bytes += len(data)
+        if self._message_bytes > MAX_MESSAGE_BYTES:
+            raise ServiceProtocolError(
+                self.service, f"a message of more than {MAX_MESSAGE_BYTES} bytes"
+            )
+        if finished and not self._message:
+            self._message_bytes = 0
+            return bytes(data)
+        self._message.append(bytes(data))
+        if not finished:
+            return None
+        whole = b"".join(self._message)
+        self._message.clear()
+        self._message_bytes = 0
+        return whole
+
+    async def _read(self) -> None:
         try:
-            return self._decode(data)
-        except WireFormatError as e:
-            raise ServiceProtocolError(self.service, e.message) from e
+            data = await self._stream.receive_some(RECEIVE_BYTES)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self._lost()
+            return
+        try:
+            self._ws.receive_data(bytes(data))
+            self._events.extend(self._ws.events())
+        except ProtocolError as e:
+            raise ServiceProtocolError(self.service, f"broken WebSocket stream: {e}") from e
+
+    def _lost(self) -> None:
+        """The TCP stream ended (or broke) without a close frame: an abnormal closure."""
+        if self.closed is None:
+            self.closed = (ABNORMAL_CLOSURE, None)
+
+    def _raise_unless_clean(self) -> None:
+        assert self.closed is not None
+        if self.closed[0] in CLEAN_CLOSE_CODES:
+            return
+        raise ServiceDisconnected(self.service, f"connection lost ({self._closed_text()})")
+
+    def _closed_text(self) -> str:
+        if self.closed is None:
+            return "closed by us"
+        return _describe_close(*self.closed)
+
+    # ------------------------------------------------------------------ closing
+
+    async def close_in_order(self) -> None:
+        """Send our close frame and wait for the server's (or the end of the stream)."""
+        if self._ws.state is not ConnectionState.OPEN:
+            return  # the server closed first, and receive() answered
+        try:
+            await self._send_bytes(self._ws.send(CloseConnection(code=1000)))
+        except ServiceDisconnected:
+            return
+        while self.closed is None:
+            if not self._events:
+                await self._read()
+            elif isinstance(self._events.popleft(), CloseConnection):
+                return
 
 
 @asynccontextmanager
@@ -160,138 +295,95 @@ async def open_moshi_socket(
     upgrade, the Ready/Error answer and ``send_after_ready`` (sent after Ready, before any
     other message; the TTS uses it for a custom voice). ``address`` overrides the IP to dial.
     """
+    stream: trio.abc.Stream | None = None
+    socket: MoshiSocket[M] | None = None
+    exited_normally = False
     try:
-        async with trio.open_nursery() as nursery:
-            stream: trio.abc.Stream | None = None
-            ws: trio_websocket.WebSocketConnection | None = None
-            exited_normally = False
-            try:
-                try:
-                    with trio.fail_after(handshake_timeout_s):
-                        stream = await _open_stream(service, url, address)
-                        ws = await trio_websocket.wrap_client_stream(
-                            nursery,
-                            _UpgradeWatch(service, url, stream),  # type: ignore[arg-type]  # a Stream is all it uses
-                            _host_header(url),
-                            _request_target(url),
-                            extra_headers=[(API_KEY_HEADER, api_key.encode())],
-                            message_queue_size=MESSAGE_QUEUE_SIZE,
-                            max_message_size=MAX_MESSAGE_BYTES,
-                        )
-                        socket = MoshiSocket(service, ws, decode)
-                        await _expect_ready(socket)
-                        if send_after_ready is not None:
-                            await socket.send(send_after_ready)
-                except trio.TooSlowError:
-                    raise ServiceTimeout(
-                        service, f"no Ready within {handshake_timeout_s:g} s from {url}"
-                    ) from None
-                yield socket
-                exited_normally = True
-            finally:
-                await _close(ws if exited_normally else None, stream)
-                nursery.cancel_scope.cancel()  # the reader task, if the close left it running
-    except BaseExceptionGroup as group:
-        # The nursery wraps whatever leaves it; callers want the one real exception. A failure
-        # of the library's reader task (the upgrade rejected) is translated here.
-        _, errors = group.split(trio.Cancelled)
-        failures = leaves(errors) if errors is not None else []
-        if len(failures) != 1:
-            raise  # only cancellation (trio handles it), or several failures: a bug, keep all
-        reraise(_translate_reader_error(service, url, failures[0]))
-
-
-class _UpgradeWatch(trio.abc.Stream):
-    """The TCP (or TLS) stream as trio-websocket sees it, watching the answer to the upgrade.
-
-    trio-websocket waits for that answer on an event only its reader task sets; when the
-    connection ends before the answer, the reader task returns quietly and the wait lasts until
-    our handshake deadline. So, until the answer's head (up to its blank line) has arrived, an
-    end of stream or a broken connection (also when sending the request) is raised from here as
-    ``ServiceDisconnected``, which ends the reader task, and with it the handshake, at once.
-    After a ``101`` head, bytes pass through untouched: trio-websocket reports a close as
-    ``ConnectionClosed``, which :meth:`MoshiSocket.receive` translates. After a refusal's head
-    (another status), the end of a body that lasts until the connection closes is raised as
-    ``ServiceProtocolError`` naming the status, which trio-websocket would also wait for in
-    vain.
-    """
-
-    # An upgrade answer's head is a few hundred bytes; past this, stop watching (the HTTP
-    # parser refuses such a head anyway).
-    MAX_HEAD_BYTES = 16 * 1024
-
-    def __init__(self, service: str, url: str, stream: trio.abc.Stream) -> None:
-        self._service = service
-        self._url = url
-        self._stream = stream
-        self._head = bytearray()
-        self._watching = True
-        self._refused_with: int | None = None  # the status of a refusal's head
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if not self._watching:
-            await self._stream.send_all(data)
-            return
-        try:  # the upgrade request, to a server that may already have closed
-            await self._stream.send_all(data)
-        except trio.BrokenResourceError as e:
-            raise ServiceDisconnected(
-                self._service, f"connection lost during the WebSocket upgrade at {self._url}"
-            ) from e
-
-    async def wait_send_all_might_not_block(self) -> None:
-        await self._stream.wait_send_all_might_not_block()
-
-    async def aclose(self) -> None:
-        await self._stream.aclose()
-
-    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
-        if not self._watching:
-            return await self._stream.receive_some(max_bytes)
         try:
-            data = await self._stream.receive_some(max_bytes)
+            with trio.fail_after(handshake_timeout_s):
+                stream = await _open_stream(service, url, address)
+                socket = await _upgrade(service, url, stream, decode, api_key)
+                await _expect_ready(socket)
+                if send_after_ready is not None:
+                    await socket.send(send_after_ready)
+        except trio.TooSlowError:
+            raise ServiceTimeout(
+                service, f"no Ready within {handshake_timeout_s:g} s from {url}"
+            ) from None
+        yield socket
+        exited_normally = True
+    finally:
+        try:
+            if exited_normally and socket is not None:
+                with trio.move_on_after(CLOSE_TIMEOUT_S):
+                    try:
+                        await socket.close_in_order()
+                    except ServiceProtocolError:
+                        pass  # a broken stream while closing: the TCP close below ends it
+        finally:
+            if stream is not None:
+                await trio.aclose_forcefully(stream)
+
+
+async def _upgrade(
+    service: str, url: str, stream: trio.abc.Stream, decode: Callable[[bytes], M], api_key: str
+) -> MoshiSocket[M]:
+    """Send the HTTP upgrade and read the answer; the socket once it is accepted."""
+    ws = WSConnection(ConnectionType.CLIENT)
+    request = Request(
+        host=_host_header(url),
+        target=_request_target(url),
+        extra_headers=[(API_KEY_HEADER, api_key.encode())],
+    )
+    try:
+        await stream.send_all(ws.send(request))
+    except trio.BrokenResourceError as e:
+        raise ServiceDisconnected(
+            service, f"connection lost during the WebSocket upgrade at {url}"
+        ) from e
+    refused_with: int | None = None  # the status of a refusal whose body is still coming
+    while True:
+        try:
+            data = await stream.receive_some(RECEIVE_BYTES)
         except trio.BrokenResourceError as e:
-            if self._refused_with is not None:
-                raise self._refusal() from e
+            if refused_with is not None:
+                _refuse(service, url, refused_with)
             raise ServiceDisconnected(
-                self._service, f"connection lost during the WebSocket upgrade at {self._url}"
+                service, f"connection lost during the WebSocket upgrade at {url}"
             ) from e
         if not data:
-            if self._refused_with is not None:
-                raise self._refusal()
+            if refused_with is not None:  # a body that lasts until the connection closes
+                _refuse(service, url, refused_with)
             raise ServiceDisconnected(
-                self._service,
-                f"the server closed the connection before answering the upgrade at {self._url}",
+                service, f"the server closed the connection before answering the upgrade at {url}"
             )
-        if self._refused_with is None:
-            self._read_head(data)
-        return data
+        try:
+            ws.receive_data(bytes(data))
+            events = collections.deque(ws.events())
+        except ProtocolError as e:
+            raise ServiceProtocolError(
+                service, f"WebSocket handshake failed at {url}: {e!r}"
+            ) from e
+        while events:
+            event = events.popleft()
+            if isinstance(event, AcceptConnection):
+                # What followed the answer in the same read (often Ready) stays queued.
+                return MoshiSocket(service, stream, ws, decode, events)
+            if isinstance(event, RejectConnection):
+                if not event.has_body:
+                    _refuse(service, url, event.status_code)
+                refused_with = event.status_code
+            elif isinstance(event, RejectData) and event.body_finished:
+                assert refused_with is not None
+                _refuse(service, url, refused_with)
 
-    def _read_head(self, data: bytes | bytearray) -> None:
-        self._head += data
-        end = self._head.find(b"\r\n\r\n")
-        if end < 0:
-            end = self._head.find(b"\n\n")
-        if end < 0:
-            if len(self._head) > self.MAX_HEAD_BYTES:
-                self._watching = False
-            return
-        status_line = bytes(self._head).split(b"\n", 1)[0].split()
-        status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
-        self._head = bytearray()
-        if 100 <= status < 200:
-            # 101: upgraded. Another informational head (rare before a 101): leave the rest to
-            # trio-websocket, as before.
-            self._watching = False
-        else:
-            self._refused_with = status
 
-    def _refusal(self) -> ServiceProtocolError:
-        return ServiceProtocolError(
-            self._service,
-            f"the server refused the WebSocket upgrade with HTTP {self._refused_with} at"
-            f" {self._url}",
-        )
+def _refuse(service: str, url: str, status: int) -> NoReturn:
+    if status in (401, 403):
+        detail = f"the server rejected the API key (HTTP {status}) at {url}"
+    else:
+        detail = f"the server refused the WebSocket upgrade with HTTP {status} at {url}"
+    raise ServiceProtocolError(service, detail)
 
 
 async def _expect_ready(socket: MoshiSocket[M]) -> None:
@@ -342,21 +434,6 @@ def _ssl_context() -> ssl.SSLContext:
     return _default_ssl_context
 
 
-async def _close(
-    ws: trio_websocket.WebSocketConnection | None, stream: trio.abc.Stream | None
-) -> None:
-    """Close handshake with ``ws`` if given (bounded), then close the TCP stream regardless."""
-    try:
-        if ws is not None:
-            with trio.move_on_after(CLOSE_TIMEOUT_S):
-                await ws.aclose()
-    finally:
-        # trio-websocket leaves the stream open when the server closed first, and ws.aclose()
-        # stops early when cancelled: closing the stream ourselves covers every case.
-        if stream is not None:
-            await trio.aclose_forcefully(stream)
-
-
 def _host_header(url: str) -> str:
     # netloc keeps IPv6 brackets and omits the port when the URL does.
     return urlsplit(url).netloc.rpartition("@")[2]
@@ -365,19 +442,3 @@ def _host_header(url: str) -> str:
 def _request_target(url: str) -> str:
     parts = urlsplit(url)
     return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-
-def _translate_reader_error(service: str, url: str, exc: BaseException) -> BaseException:
-    if isinstance(exc, trio_websocket.ConnectionRejected):
-        status = exc.status_code
-        if status in (401, 403):
-            detail = f"the server rejected the API key (HTTP {status}) at {url}"
-        else:
-            detail = f"the server refused the WebSocket upgrade with HTTP {status} at {url}"
-        translated: BaseException = ServiceProtocolError(service, detail)
-    elif isinstance(exc, trio_websocket.HandshakeError):
-        translated = ServiceProtocolError(service, f"WebSocket handshake failed at {url}: {exc!r}")
-    else:
-        return exc  # ours, or the caller's: already what it should be
-    translated.__cause__ = exc
-    return translated
