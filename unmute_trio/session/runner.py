@@ -58,6 +58,7 @@ from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.protocol.instructions import Instructions
 from unmute_trio.services.stt import SpeechToText
+from unmute_trio.session import hops
 from unmute_trio.session.context import LlmLink, RealtimeSocket, SessionContext
 from unmute_trio.session.drain import CLOSE_REASON, RunningCount
 from unmute_trio.session.front import ClientFront
@@ -348,7 +349,7 @@ class Session:
             # frame (a scope per frame cost ~4 % of the server's CPU under load).
             with trio.move_on_after(STT_KEEPALIVE_S) as keepalive:
                 while True:
-                    pcm = await self._stt_receive.receive()
+                    pcm = await hops.receive(self._stt_receive)
                     await stt.send_audio(pcm)
                     keepalive.deadline = trio.current_time() + STT_KEEPALIVE_S
             # The client sends no audio (OpenAI clients may talk by text alone), and
@@ -368,7 +369,7 @@ class Session:
     async def audio_in(self, pcm: np.ndarray) -> None:
         # The frame goes to the STT before the machine hears of it, so a flush it triggers
         # follows this frame.
-        await self._stt_send.send(pcm)
+        await hops.send(self._stt_send, pcm)
         self._in_audio_in = True
         try:
             self.dispatch(AudioReceived(len(pcm)))

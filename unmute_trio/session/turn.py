@@ -41,6 +41,7 @@ from unmute_trio.errors import ServiceError
 from unmute_trio.protocol.moshi import Audio, TextOut
 from unmute_trio.protocol.openai_chat import ReplyOutcome
 from unmute_trio.services.tts import TextToSpeech
+from unmute_trio.session import hops
 from unmute_trio.session.context import LlmLink
 from unmute_trio.session.links import ServiceLinks
 from unmute_trio.session.pacer import PlaybackClock
@@ -178,7 +179,7 @@ async def _play(host: TurnHost, turn_id: int, tts: TextToSpeech) -> None:
             while (message := await tts.receive()) is not None:
                 if isinstance(message, Audio):
                     host.tts_audio_arrived(len(message.pcm))
-                await send.send(message)
+                await hops.send(send, message)
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(receive_tts)
@@ -203,7 +204,11 @@ async def _release(
         release_words()
 
     async with messages:
-        async for message in messages:
+        while True:
+            try:
+                message = await hops.receive(messages)
+            except trio.EndOfChannel:
+                break
             if isinstance(message, TextOut):
                 clock.add_word(message.start_s, message.text)
                 release_words()

@@ -24,6 +24,7 @@ import numpy as np
 import trio
 from pydantic import BaseModel
 
+from unmute_trio.session import hops
 from unmute_trio.session.context import RealtimeSocket
 from unmute_trio.session.front import ClientFront
 
@@ -105,7 +106,9 @@ class ClientWriter:
 
     async def run(self) -> tuple[int, str]:
         """Send until a close was requested and sent; returns the close code and reason."""
-        async for item in self._receive:
+        while True:
+            # The channel is never closed; the socket's send checkpoints on every item.
+            item = await hops.receive(self._receive)
             if isinstance(item, _Close):
                 await self._socket.close(item.code, item.reason)
                 return item.code, item.reason
@@ -122,4 +125,3 @@ class ClientWriter:
             await self._socket.send(text)
             if self._on_sent is not None:
                 self._on_sent(event, text)  # the text too: a recording need not encode it again
-        raise AssertionError("the writer channel is never closed")
