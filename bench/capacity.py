@@ -369,10 +369,28 @@ def run_stage(
             default=0.0,
         )
     use["peak_rss_mib"] = peak_rss
+    write_cpu_series(work / f"cpu-stage{sessions}.json", samples, window)
     reports = [load_report(out.read_text()) for _, out in processes if out.exists()]
     if len(reports) != len(processes):
         raise SystemExit(f"a load generator of stage {sessions} wrote no report")
     return merge_reports(reports), use
+
+
+def write_cpu_series(
+    path: Path, samples: list[tuple[float, dict[str, float]]], window: int
+) -> None:
+    """Each process's CPU use (% of one CPU) over each second of the stage, as
+    ``[unix time at the end of the second, %]`` lists: bench/turn_starts.py compares the
+    replies' latencies with it."""
+    to_unix = time.time() - time.monotonic()
+    series = {
+        name: [
+            [round(b[0] + to_unix, 3), round(100 * (b[1][name] - a[1][name]) / (b[0] - a[0]), 1)]
+            for a, b in zip(samples, samples[window:], strict=False)
+        ]
+        for name in (samples[0][1] if samples else {})
+    }
+    path.write_text(json.dumps(series))
 
 
 def ms(seconds: float | None) -> float | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -247,3 +248,49 @@ def test_the_summary_tells_how_many_workers_the_server_ran() -> None:
         " its CPU, RSS and busiest second are summed over them"
     )
     assert two[2:] == one[1:]
+
+
+def test_cpu_series_per_second_for_turn_starts(tmp_path: Path) -> None:
+    capacity = load_capacity_script()
+    # Samples every 0.2 s: the server uses 0.5 CPU s per second, the simulator 0.1.
+    samples = [(10 + 0.2 * i, {"server": 0.1 * i, "sims_stt": 0.02 * i}) for i in range(11)]
+    out = tmp_path / "cpu-stage3.json"
+    capacity.write_cpu_series(out, samples, window=5)
+    series = json.loads(out.read_text())
+    assert sorted(series) == ["server", "sims_stt"]
+    assert len(series["server"]) == 6  # windows ending at samples 5..10
+    assert {pct for _, pct in series["server"]} == {50.0}
+    assert {pct for _, pct in series["sims_stt"]} == {10.0}
+    ends = [when for when, _ in series["server"]]
+    assert ends == sorted(ends) and abs(time.time() - ends[-1]) < 3600 * 24 * 365 * 60
+
+
+def test_turn_starts_splits_each_reply(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("turn_starts", REPO / "bench" / "turn_starts.py")
+    assert spec is not None and spec.loader is not None
+    turn_starts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(turn_starts)
+    def turn(stopped: float, created: float, text: float, audio: float | None) -> dict[str, Any]:
+        keys = ("speech_stopped", "response_created", "first_text_ready", "first_audio")
+        return dict(zip(keys, (stopped, created, text, audio), strict=True))
+
+    report = {
+        "conversations": [
+            {"started_at_unix": 1000.0, "turns": [turn(1.0, 1.01, 1.2, 1.25)]},
+            # Starts 0.3 s after the first: the two are one burst. The second turn got no audio.
+            {"started_at_unix": 1000.3, "turns": [turn(1.0, 1.02, 1.3, 1.4), turn(5, 5, 5, None)]},
+        ]
+    }
+    path = tmp_path / "stage2-0.json"
+    path.write_text(json.dumps(report))
+    rows = turn_starts.replies([path])
+    assert len(rows) == 2
+    first, second = sorted(rows, key=lambda row: row["start_unix"])
+    assert first["flush"] == pytest.approx(0.01) and second["flush"] == pytest.approx(0.02)
+    assert first["llm"] == pytest.approx(0.19) and second["tts"] == pytest.approx(0.1)
+    assert first["reply"] == pytest.approx(0.25) and second["reply"] == pytest.approx(0.4)
+    assert first["burst"] == second["burst"] == 2
+    cpu = [[1001.5, 40.0], [1002.0, 60.0], [1003.5, 95.0]]
+    assert turn_starts.cpu_during(cpu, 1001.0) == pytest.approx(50.0)
+    buckets = turn_starts.cpu_buckets(rows, cpu, "server")
+    assert {label: len(group) for label, group in buckets.items()} == {"server 40-60 %": 2}
