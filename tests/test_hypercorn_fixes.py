@@ -7,10 +7,14 @@ timer included, still runs."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
-from hypercorn.trio import tcp_server
+import trio.testing
+from hypercorn.config import Config
+from hypercorn.trio import task_group, tcp_server
 
 from unmute_trio.settings import Settings
 from unmute_trio.testing.protocol_only import protocol_only_session
@@ -57,7 +61,7 @@ async def test_requests_are_answered_and_the_clients_eof_ends_the_connection(
     hypercorn_loops = []
     original = hypercorn_fixes._hypercorn_read_data
 
-    async def spy(server: object) -> None:
+    async def spy(server: Any) -> None:
         hypercorn_loops.append(server)
         await original(server)
 
@@ -77,3 +81,61 @@ async def test_requests_are_answered_and_the_clients_eof_ends_the_connection(
             assert await read_until_closed(stream) == b""
     # hypercorn's own loop (and its timer) runs only when a read timeout is configured.
     assert len(hypercorn_loops) == (0 if read_timeout is None else 1)
+
+
+# --------------------------------------------------------------------------- fix 4
+
+
+class TaskSteps(trio.abc.Instrument):
+    """Counts how often the current task gives control back to the scheduler."""
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.yields = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.yields += 1
+
+
+async def yields_of(operation: Callable[[], Awaitable[object]]) -> int:
+    steps = TaskSteps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        await operation()
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    return steps.yields
+
+
+async def test_messages_reach_the_app_in_order_and_a_full_queue_still_waits() -> None:
+    hypercorn_fixes.apply()
+    config = Config()
+    config.max_app_queue_size = 2
+    received: list[object] = []
+    release = trio.Event()
+
+    async def app(scope: object, receive: Any, send: Any, *spawners: object) -> None:
+        await release.wait()
+        for _ in range(3):
+            received.append(await receive())
+
+    async def app_send(message: object) -> None:
+        pass
+
+    async def quiet_app(*args: object) -> None:
+        pass
+
+    async with task_group.TaskGroup() as group:
+        spawn_app: Any = group.spawn_app  # the ASGI types are hypercorn's TypedDicts
+        put = await spawn_app(app, config, {"type": "websocket"}, app_send)
+        http_put = await spawn_app(quiet_app, config, {"type": "http"}, app_send)
+        assert getattr(http_put, "__self__", None) is not None  # hypercorn's own, for HTTP
+        assert await yields_of(lambda: put({"n": 1})) == 0  # room: no scheduling round
+        await put({"n": 2})
+        with trio.move_on_after(0.05) as waited:
+            await put({"n": 3})  # the queue holds 2: the third waits for the app
+        assert waited.cancelled_caught
+        release.set()
+        await put({"n": 3})
+    assert received == [{"n": 1}, {"n": 2}, {"n": 3}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from wsproto.events import AcceptConnection, CloseConnection, Message, Request, 
 from tests.conftest import replace
 from unmute_trio.session.runner import run_conversation
 from unmute_trio.settings import Settings, SettingsError
-from unmute_trio.web.realtime import CLOSE_HANDSHAKE_TIMEOUT_S
+from unmute_trio.web.realtime import CLOSE_HANDSHAKE_TIMEOUT_S, AsgiRealtimeSocket
 
 # The exact event the original frontend sends on connect (contract 3.4).
 FRONTEND_SESSION_UPDATE = {
@@ -324,3 +325,37 @@ async def test_a_client_that_never_answers_the_close_is_dropped(serve, all_down_
                 events.extend(ws.events())  # and never a close frame back
         await stream.aclose()
     assert isinstance(events[-1], CloseConnection) and events[-1].code == 1013
+
+
+class _Steps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.yields = 0
+
+    def after_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.yields += task is self.task
+
+
+@pytest.mark.parametrize("hypercorns_queue", [True, False])
+async def test_the_socket_reads_hypercorns_queue_without_a_scheduling_round(
+    hypercorns_queue: bool,
+) -> None:
+    """hypercorn hands the app its queue's bound ``receive``: a waiting message is taken at
+    once. Any other receive callable is awaited as it is."""
+    send, queue = trio.open_memory_channel[Any](4)
+
+    async def other_receive() -> Any:
+        return await queue.receive()
+
+    receive = queue.receive if hypercorns_queue else other_receive
+    socket = AsgiRealtimeSocket(receive, send.send, {}, {}, trio.CancelScope())
+    send.send_nowait({"type": "websocket.receive", "text": "one"})
+    send.send_nowait({"type": "websocket.receive", "bytes": b"two"})
+    steps = _Steps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        assert await socket.receive() == "one"
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    assert steps.yields == (0 if hypercorns_queue else 1)
+    assert await socket.receive() == b"two"

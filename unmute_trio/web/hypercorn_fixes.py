@@ -27,6 +27,15 @@
    ``read_timeout`` unset the patched loop reads without them; with it set, hypercorn's own loop
    runs unchanged.
 
+4. Also a cost: every message a WebSocket client sends reaches the app through a memory channel
+   that hypercorn fills with ``await send()``, which passes through trio's scheduler even when
+   there is room. The patched hand-over puts the message in without that round when there is
+   room, and waits as before when the queue is full; the app's side reads the queue the same way
+   (``web/realtime.py``). HTTP keeps hypercorn's own hand-over. (hypercorn also takes a
+   ``trio.Lock`` with ``async with`` around each send to the socket, another round per message;
+   taking the free lock without it made a client's end of stream after a keep-alive request
+   sometimes leave the connection open, so that one is left as it is.)
+
 ``apply()`` is idempotent (each patch carries a mark).
 """
 
@@ -38,7 +47,7 @@ import trio
 from hypercorn.events import Closed, RawData, Updated
 from hypercorn.protocol import ws_stream
 from hypercorn.protocol.events import StreamClosed
-from hypercorn.trio import tcp_server
+from hypercorn.trio import task_group, tcp_server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
 
@@ -51,6 +60,7 @@ def apply() -> None:
     _end_stream_after_message_too_big()
     _shield_connection_bookkeeping()
     _read_without_an_unbounded_timer()
+    _hand_over_messages_without_a_scheduling_round()
 
 
 def _end_stream_after_message_too_big() -> None:
@@ -114,3 +124,26 @@ def _read_without_an_unbounded_timer() -> None:
 
     setattr(read_data, _APPLIED_MARK, True)
     tcp_server.TCPServer._read_data = read_data  # type: ignore[method-assign]  # the patch
+
+
+def _hand_over_messages_without_a_scheduling_round() -> None:
+    original = task_group.TaskGroup.spawn_app
+    if getattr(original, _APPLIED_MARK, False):
+        return
+
+    async def spawn_app(self: Any, app: Any, config: Any, scope: Any, send: Any) -> Any:
+        put = await original(self, app, config, scope, send)
+        queue = getattr(put, "__self__", None)
+        if scope.get("type") != "websocket" or not isinstance(queue, trio.MemorySendChannel):
+            return put  # only WebSocket messages are frequent enough to matter
+
+        async def put_soon(message: Any) -> None:
+            try:
+                queue.send_nowait(message)
+            except trio.WouldBlock:
+                await queue.send(message)
+
+        return put_soon
+
+    setattr(spawn_app, _APPLIED_MARK, True)
+    task_group.TaskGroup.spawn_app = spawn_app  # type: ignore[method-assign]  # the patch

@@ -45,6 +45,7 @@ from unmute_trio.protocol.dialects import (
     UnknownDialect,
     choose_dialect,
 )
+from unmute_trio.session import hops
 from unmute_trio.session.runner import make_front
 from unmute_trio.web.auth import is_allowed, presented_keys
 from unmute_trio.web.cors import allows_origin, is_same_origin
@@ -91,9 +92,20 @@ class AsgiRealtimeSocket:
         self._receive = receive
         self._send = send
         self._session_scope = session_scope
+        # hypercorn hands us its queue's bound ``receive``: reading the queue directly skips a
+        # scheduling round per client message when one is waiting (session/hops.py).
+        queue = getattr(receive, "__self__", None)
+        self._queue = (
+            queue
+            if isinstance(queue, trio.MemoryReceiveChannel) and receive == queue.receive
+            else None
+        )
 
     async def receive(self) -> str | bytes:
-        message = await self._receive()
+        if self._queue is not None:
+            message = await hops.receive(self._queue)
+        else:
+            message = await self._receive()
         if message["type"] == "websocket.receive":
             text: str | None = message.get("text")
             return text if text is not None else bytes(message.get("bytes") or b"")
