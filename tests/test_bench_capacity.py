@@ -270,6 +270,7 @@ def test_turn_starts_splits_each_reply(tmp_path: Path) -> None:
     assert spec is not None and spec.loader is not None
     turn_starts = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(turn_starts)
+
     def turn(stopped: float, created: float, text: float, audio: float | None) -> dict[str, Any]:
         keys = ("speech_stopped", "response_created", "first_text_ready", "first_audio")
         return dict(zip(keys, (stopped, created, text, audio), strict=True))
