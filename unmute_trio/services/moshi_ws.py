@@ -20,7 +20,7 @@ The WebSocket is driven with wsproto directly, in the caller's tasks: :meth:`Mos
 reads the TCP stream itself, and :meth:`MoshiSocket.send` writes to it. A general client such as
 trio-websocket (used here before) runs a reader task per connection that hands every message
 over through a channel; with ~30 messages a second per session from the STT and the TTS, that
-task switch, its lock and its channel cost ~40 % of the time to receive a message
+task switch, its lock and its channel cost about a fifth of the time to receive a message
 (docs/benchmarks.md). Nothing is read until the caller asks, so TCP flow control holds a
 server back when its reader falls behind, with no queue in between.
 
