@@ -19,7 +19,9 @@ from trio_websocket import (
 )
 
 from tests.local_engines import config_fields, local_tts_engine
+from unmute_trio.testing import tts_sim
 from unmute_trio.testing.sim_base import BUILD_INFO
+from unmute_trio.testing.speech import speech_like
 from unmute_trio.testing.tts_sim import TtsSimConfig, TtsSimulator
 
 KEY = [("kyutai-api-key", "public_token")]
@@ -290,3 +292,15 @@ async def test_raw_pcm_format_sends_audio_only(start_sim: StartSim) -> None:
     assert all(isinstance(f, bytes) and len(f) == 1920 * 4 for f in frames)
     assert np.abs(np.frombuffer(frames[0], dtype="<f4")).max() > 0.1
     assert sim.connections_log[-1].words_spoken == ["hello", "world"]
+
+
+def test_word_audio_is_synthesised_once_and_cannot_be_changed() -> None:
+    """The simulator keeps the audio of recent words (load tests repeat the same replies): the
+    samples are those of ``speech_like`` for the word's seed, and nobody can write into them."""
+    tts_sim._word_audio.cache_clear()
+    first = tts_sim._word_audio(7200, 1234)
+    assert tts_sim._word_audio(7200, 1234) is first
+    np.testing.assert_array_equal(first, speech_like(0.3, seed=1234))
+    assert not np.array_equal(tts_sim._word_audio(7200, 1235), first)
+    with pytest.raises(ValueError):
+        first[0] = 0.5
