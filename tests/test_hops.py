@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import pytest
 import trio
+import trio.testing
 
+from tests.trio_steps import yields_of
 from unmute_trio.session import hops
-
-
-class TaskSteps(trio.abc.Instrument):
-    """Counts how often the current task gives control back to the scheduler."""
-
-    def __init__(self) -> None:
-        self.task = trio.lowlevel.current_task()
-        self.yields = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.yields += 1
-
-
-async def yields_of(operation: Callable[[], Awaitable[object]]) -> int:
-    steps = TaskSteps()
-    trio.lowlevel.add_instrument(steps)
-    try:
-        await operation()
-    finally:
-        trio.lowlevel.remove_instrument(steps)
-    return steps.yields
 
 
 async def test_send_with_room_does_not_yield() -> None:
@@ -66,7 +44,7 @@ async def test_a_full_channel_waits_for_room(nursery: trio.Nursery) -> None:
         done.set()
 
     nursery.start_soon(sender)
-    await trio.sleep(0.01)
+    await trio.testing.wait_all_tasks_blocked()
     assert not done.is_set()
     assert receive.receive_nowait() == 1
     with trio.fail_after(1):
@@ -86,17 +64,15 @@ async def test_an_empty_channel_waits_then_ends(nursery: trio.Nursery) -> None:
             received.append(-1)
 
     nursery.start_soon(receiver)
-    await trio.sleep(0.01)
+    await trio.testing.wait_all_tasks_blocked()
     assert received == []
     await send.send(3)
     await send.aclose()
-    with trio.fail_after(1):
-        while received[-1:] != [-1]:
-            await trio.sleep(0.001)
+    await trio.testing.wait_all_tasks_blocked()
     assert received == [3, -1]
 
 
-async def test_waiting_is_cancellable() -> None:
+async def test_waiting_is_cancellable(autojump_clock: trio.testing.MockClock) -> None:
     send, receive = trio.open_memory_channel[int](0)
     with trio.move_on_after(0.01) as scope:
         await hops.receive(receive)

@@ -7,7 +7,6 @@ timer included, still runs."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ import trio.testing
 from hypercorn.config import Config
 from hypercorn.trio import task_group, tcp_server
 
+from tests.trio_steps import yields_of
 from unmute_trio.settings import Settings
 from unmute_trio.testing.protocol_only import protocol_only_session
 from unmute_trio.testing.server import serve_app
@@ -86,28 +86,6 @@ async def test_requests_are_answered_and_the_clients_eof_ends_the_connection(
 # --------------------------------------------------------------------------- fix 4
 
 
-class TaskSteps(trio.abc.Instrument):
-    """Counts how often the current task gives control back to the scheduler."""
-
-    def __init__(self) -> None:
-        self.task = trio.lowlevel.current_task()
-        self.yields = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        if task is self.task:
-            self.yields += 1
-
-
-async def yields_of(operation: Callable[[], Awaitable[object]]) -> int:
-    steps = TaskSteps()
-    trio.lowlevel.add_instrument(steps)
-    try:
-        await operation()
-    finally:
-        trio.lowlevel.remove_instrument(steps)
-    return steps.yields
-
-
 async def test_messages_reach_the_app_in_order_and_a_full_queue_still_waits() -> None:
     hypercorn_fixes.apply()
     config = Config()
@@ -133,9 +111,15 @@ async def test_messages_reach_the_app_in_order_and_a_full_queue_still_waits() ->
         assert getattr(http_put, "__self__", None) is not None  # hypercorn's own, for HTTP
         assert await yields_of(lambda: put({"n": 1})) == 0  # room: no scheduling round
         await put({"n": 2})
-        with trio.move_on_after(0.05) as waited:
+        third_put = trio.Event()
+
+        async def put_third() -> None:
             await put({"n": 3})  # the queue holds 2: the third waits for the app
-        assert waited.cancelled_caught
+            third_put.set()
+
+        group.spawn(put_third)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not third_put.is_set()
         release.set()
-        await put({"n": 3})
+        await third_put.wait()
     assert received == [{"n": 1}, {"n": 2}, {"n": 3}]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 import re
 import socket
@@ -216,11 +217,15 @@ CLOSE_1000 = server_frame(0x8, (1000).to_bytes(2, "big"))
 async def serve_frames(
     script: Callable[[trio.socket.SocketType, ClientFrames], Awaitable[None]],
     *,
+    then_ready: bool = True,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Upgrade one connection, then run ``script`` on it."""
+    """Accept one connection, answer its upgrade and send Ready (unless ``then_ready`` is
+    False: the script answers the upgrade itself), then run ``script`` on it."""
 
     async def server(conn: trio.socket.SocketType) -> None:
+        if then_ready:
+            await conn.send(switching_protocols(await read_request(conn)) + READY)
         await script(conn, ClientFrames(conn))
 
     await serve_once(server, task_status=task_status)
@@ -236,7 +241,7 @@ async def test_ready_sent_with_the_upgrade_answer_is_not_lost(nursery: trio.Nurs
         assert await frames.next() == (0x8, (1000).to_bytes(2, "big"))
         await conn.send(CLOSE_1000)
 
-    port = await nursery.start(serve_frames, script)
+    port = await nursery.start(functools.partial(serve_frames, script, then_ready=False))
     with trio.fail_after(PROMPT_S):
         async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
             step = await stt.receive()
@@ -249,7 +254,6 @@ async def test_a_ping_is_answered_and_a_fragmented_message_reassembled(
     pong: list[tuple[int, bytes]] = []
 
     async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
-        await conn.send(switching_protocols(await read_request(conn)) + READY)
         await conn.send(server_frame(0x9, b"are you there"))
         pong.append(await frames.next())
         # One Step message in three fragments, with a ping between two of them (RFC 6455 §5.4).
@@ -274,7 +278,6 @@ async def test_a_ping_is_answered_and_a_fragmented_message_reassembled(
 
 async def test_a_message_over_the_limit_is_a_protocol_error(nursery: trio.Nursery) -> None:
     async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
-        await conn.send(switching_protocols(await read_request(conn)) + READY)
         chunk = bytes(256 * 1024)
         # Four fragments make exactly the limit; the byte after them is one too many. The
         # client drops the connection when it refuses, so a later send may meet a reset.
@@ -303,7 +306,6 @@ async def test_a_close_frame_after_ready_ends_or_breaks_the_stream(
     answered: list[tuple[int, bytes]] = []
 
     async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
-        await conn.send(switching_protocols(await read_request(conn)) + READY)
         assert await frames.next() == (0x2, moshi.encode(moshi.Eos()))
         await conn.send(server_frame(0x8, code.to_bytes(2, "big") + b"bye"))
         answered.append(await frames.next())  # the client's half of the close handshake
@@ -327,7 +329,6 @@ async def test_a_normal_exit_waits_for_the_servers_close_only_so_long(
     seen: list[tuple[int, bytes]] = []
 
     async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
-        await conn.send(switching_protocols(await read_request(conn)) + READY)
         seen.append(await frames.next())
         with trio.move_on_after(PROMPT_S * 2):
             while await conn.recv(65536):  # never answer; wait for the TCP close
@@ -351,7 +352,6 @@ async def test_the_server_vanishing_mid_stream_is_a_disconnect_for_both_directio
     nursery: trio.Nursery,
 ) -> None:
     async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
-        await conn.send(switching_protocols(await read_request(conn)) + READY)
         # SO_LINGER 0: the close resets the connection.
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
 

@@ -14,6 +14,7 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
 
 from tests.conftest import replace
+from tests.trio_steps import yields_of
 from unmute_trio.session.runner import run_conversation
 from unmute_trio.settings import Settings, SettingsError
 from unmute_trio.web.realtime import CLOSE_HANDSHAKE_TIMEOUT_S, AsgiRealtimeSocket
@@ -327,15 +328,6 @@ async def test_a_client_that_never_answers_the_close_is_dropped(serve, all_down_
     assert isinstance(events[-1], CloseConnection) and events[-1].code == 1013
 
 
-class _Steps(trio.abc.Instrument):
-    def __init__(self) -> None:
-        self.task = trio.lowlevel.current_task()
-        self.yields = 0
-
-    def after_task_step(self, task: trio.lowlevel.Task) -> None:
-        self.yields += task is self.task
-
-
 @pytest.mark.parametrize("hypercorns_queue", [True, False])
 async def test_the_socket_reads_hypercorns_queue_without_a_scheduling_round(
     hypercorns_queue: bool,
@@ -351,11 +343,11 @@ async def test_the_socket_reads_hypercorns_queue_without_a_scheduling_round(
     socket = AsgiRealtimeSocket(receive, send.send, {}, {}, trio.CancelScope())
     send.send_nowait({"type": "websocket.receive", "text": "one"})
     send.send_nowait({"type": "websocket.receive", "bytes": b"two"})
-    steps = _Steps()
-    trio.lowlevel.add_instrument(steps)
-    try:
-        assert await socket.receive() == "one"
-    finally:
-        trio.lowlevel.remove_instrument(steps)
-    assert steps.yields == (0 if hypercorns_queue else 1)
+    received: list[str | bytes] = []
+
+    async def first() -> None:
+        received.append(await socket.receive())
+
+    assert await yields_of(first) == (0 if hypercorns_queue else 1)
+    assert received == ["one"]
     assert await socket.receive() == b"two"
