@@ -166,7 +166,7 @@ async def test_a_server_closing_after_ready_still_ends_the_stream_in_order(
 
 
 # --------------------------------------------------------------------------- the stream itself
-# The client drives wsproto in its own tasks (no reader task): these servers write WebSocket
+# The client reads and writes its frames itself (services/ws_frames): these servers write WebSocket
 # frames byte by byte, as RFC 6455 lays them out, to check what a general library did for us.
 
 
@@ -362,3 +362,86 @@ async def test_the_server_vanishing_mid_stream_is_a_disconnect_for_both_directio
                 with pytest.raises(ServiceDisconnected, match="code 1006"):
                     await stt.receive()
                 await stt.send_audio(np.zeros(moshi.SAMPLES_PER_FRAME, dtype=np.float32))
+
+
+def answer_with(head: bytes) -> Server:
+    """A server that answers the upgrade with ``head`` (a 101 that is wrong somehow)."""
+
+    async def server(conn: trio.socket.SocketType) -> None:
+        request = await read_request(conn)
+        good = switching_protocols(request)
+        accept = re.search(rb"Sec-WebSocket-Accept: (\S+)", good)
+        assert accept is not None
+        await conn.send(head.replace(b"{accept}", accept.group(1)) + b"\r\n" + READY)
+        with trio.move_on_after(PROMPT_S):
+            while await conn.recv(4096):
+                pass
+
+    return server
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        (
+            b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: c29tZXRoaW5nIGVsc2UgZW50aXJlbHk=\r\n",
+            "does not match our key",
+        ),
+        (
+            b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n",
+            "an extension we did not offer",
+        ),
+        (
+            b"HTTP/1.1 101 OK\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: {accept}\r\n",
+            "does not upgrade to websocket",
+        ),
+        (
+            b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: keep-alive\r\n"
+            b"Sec-WebSocket-Accept: {accept}\r\n",
+            "lacks 'Connection: Upgrade'",
+        ),
+    ],
+)
+async def test_a_101_that_is_not_a_websocket_answer_is_refused_at_once(
+    nursery: trio.Nursery, head: bytes, why: str
+) -> None:
+    error = await handshake_error(nursery, answer_with(head), connect_stt)
+    assert isinstance(error, ServiceProtocolError), repr(error)
+    assert why in error.detail
+
+
+def test_the_accept_check_takes_a_correct_answer_in_any_case() -> None:
+    key = b"dGhlIHNhbXBsZSBub25jZQ=="  # RFC 6455 §1.3's example and its answer
+    headers = [
+        (b"upgrade", b"WebSocket"),
+        (b"connection", b"keep-alive, Upgrade"),
+        (b"sec-websocket-accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+    ]
+    moshi_ws._check_accept("stt", "ws://x", headers, key)  # no exception
+
+
+@pytest.mark.parametrize(
+    ("wire", "why"),
+    [
+        (b"\x82\x81abcdx", "a masked frame from the server"),
+        (server_frame(0x8, b"\x03"), "a close frame with a one-byte payload"),
+        (server_frame(0x0, b"x"), "a continuation frame outside a message"),
+    ],
+)
+async def test_a_broken_frame_after_ready_is_a_protocol_error(
+    nursery: trio.Nursery, wire: bytes, why: str
+) -> None:
+    async def script(conn: trio.socket.SocketType, frames: ClientFrames) -> None:
+        await conn.send(wire)
+        with trio.move_on_after(PROMPT_S):
+            while await conn.recv(4096):
+                pass
+
+    port = await nursery.start(serve_frames, script)
+    with trio.fail_after(PROMPT_S), pytest.raises(ServiceProtocolError) as info:
+        async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
+            await stt.receive()
+    assert info.value.detail == f"broken WebSocket stream: {why}"

@@ -16,13 +16,14 @@ refused, reset, TLS failure, closed, dropped  ``ServiceDisconnected`` (at once, 
 undecodable message, text frame, other Error  ``ServiceProtocolError``
 ============================================  =============================================
 
-The WebSocket is driven with wsproto directly, in the caller's tasks: :meth:`MoshiSocket.receive`
-reads the TCP stream itself, and :meth:`MoshiSocket.send` writes to it. A general client such as
-trio-websocket (used here before) runs a reader task per connection that hands every message
-over through a channel; with ~30 messages a second per session from the STT and the TTS, that
-task switch, its lock and its channel cost about a fifth of the time to receive a message
-(docs/benchmarks.md). Nothing is read until the caller asks, so TCP flow control holds a
-server back when its reader falls behind, with no queue in between.
+The WebSocket is driven in the caller's tasks: :meth:`MoshiSocket.receive` reads the TCP stream
+itself, and :meth:`MoshiSocket.send` writes to it. A general client such as trio-websocket (used
+here before) runs a reader task per connection that hands every message over through a channel;
+with ~30 messages a second per session from the STT and the TTS, that task switch, its lock and
+its channel cost about a fifth of the time to receive a message (docs/benchmarks.md). Nothing is
+read until the caller asks, so TCP flow control holds a server back when its reader falls
+behind, with no queue in between. The upgrade is HTTP/1.1 through h11; the frames are
+``services.ws_frames`` (wsproto, used before, cost 4-8 times as much per message).
 
 Closing: on every exit path (normal, error, cancellation, timeout in the middle of the
 handshake) the TCP connection is closed before the context manager returns. A normal exit sends
@@ -44,30 +45,18 @@ is the IP to dial, while the ``Host`` header and the TLS server name stay those 
 
 from __future__ import annotations
 
-import collections
+import base64
+import hashlib
 import logging
+import os
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import h11
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Event,
-    Message,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
-from wsproto.utilities import ProtocolError
 
 from unmute_trio.errors import (
     ServiceAtCapacity,
@@ -77,6 +66,18 @@ from unmute_trio.errors import (
 )
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import Error, Ready
+from unmute_trio.services.ws_frames import (
+    BINARY,
+    CLOSE,
+    PING,
+    PONG,
+    TEXT,
+    FrameError,
+    FrameReader,
+    client_frame,
+    close_payload,
+    parse_close,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 RECEIVE_BYTES = 65536
 # What RFC 6455 calls the close code of a connection that ended without a close frame.
 ABNORMAL_CLOSURE = 1006
+_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 
 _default_ssl_context: ssl.SSLContext | None = None
 
@@ -139,27 +141,24 @@ class MoshiSocket(Generic[M]):
         self,
         service: str,
         stream: trio.abc.Stream,
-        ws: WSConnection,
         decode: Callable[[bytes], M],
-        events: collections.deque[Event],
+        reader: FrameReader,
     ) -> None:
         self.service = service
         self._stream = stream
-        self._ws = ws
         self._decode = decode
-        self._events = events  # received and not handled yet
+        self._reader = reader  # holds what was received and not handled yet
         self._send_lock = trio.Lock()
-        self._message: list[bytes] = []  # the fragments of a message not finished yet
-        self._message_bytes = 0
+        self._sent_close = False  # after our close frame, nothing more may be sent (§5.5.1)
         # Set once the stream has ended: the close code and reason, for every later call.
         self.closed: tuple[int, str | None] | None = None
 
     # ------------------------------------------------------------------ sending
 
     async def send(self, data: bytes) -> None:
-        if self.closed is not None or self._ws.state is not ConnectionState.OPEN:
+        if self.closed is not None or self._sent_close:
             raise ServiceDisconnected(self.service, f"connection closed ({self._closed_text()})")
-        await self._send_bytes(self._ws.send(Message(data=data)))
+        await self._send_bytes(client_frame(BINARY, data))
 
     async def _send_bytes(self, data: bytes) -> None:
         if self._send_lock.locked():  # only a pong meets a send in progress
@@ -187,49 +186,44 @@ class MoshiSocket(Generic[M]):
             if self.closed is not None:
                 self._raise_unless_clean()
                 return None
-            if not self._events:
+            frame = self._next_frame()
+            if frame is None:
                 await self._read()
                 continue
-            event = self._events.popleft()
-            if isinstance(event, BytesMessage):
-                data = self._add_fragment(event.data, event.message_finished)
-                if data is None:
-                    continue
+            opcode, payload = frame
+            if opcode == BINARY:
                 try:
-                    return self._decode(data)
+                    return self._decode(payload)
                 except WireFormatError as e:
                     raise ServiceProtocolError(self.service, e.message) from e
-            elif isinstance(event, TextMessage):
+            if opcode == TEXT:
                 raise ServiceProtocolError(self.service, "the server sent a text frame")
-            elif isinstance(event, CloseConnection):
-                self.closed = (event.code, event.reason)
-                if self._ws.state is ConnectionState.REMOTE_CLOSING:
-                    # Our half of the close handshake; the server may already be gone.
+            if opcode == CLOSE:
+                self._closed_by_server(payload)
+                if not self._sent_close:
+                    # Our half of the close handshake, echoing the code; the server may
+                    # already be gone.
+                    self._sent_close = True
                     try:
-                        await self._send_bytes(self._ws.send(event.response()))
+                        await self._send_bytes(client_frame(CLOSE, payload[:2]))
                     except ServiceDisconnected:
                         pass
-            elif isinstance(event, Ping):
-                await self._send_bytes(self._ws.send(event.response()))
-            # Pong and anything else: nothing to do.
+            elif opcode == PING and not self._sent_close:
+                await self._send_bytes(client_frame(PONG, payload))
+            # A pong: nothing to do.
 
-    def _add_fragment(self, data: bytes | bytearray, finished: bool) -> bytes | None:
-        """The whole message once its last fragment is in, else None (and keep the part)."""
-        self._message_bytes += len(data)
-        if self._message_bytes > MAX_MESSAGE_BYTES:
-            raise ServiceProtocolError(
-                self.service, f"a message of more than {MAX_MESSAGE_BYTES} bytes"
-            )
-        if finished and not self._message:
-            self._message_bytes = 0
-            return bytes(data)
-        self._message.append(bytes(data))
-        if not finished:
-            return None
-        whole = b"".join(self._message)
-        self._message.clear()
-        self._message_bytes = 0
-        return whole
+    def _next_frame(self) -> tuple[int, bytes] | None:
+        try:
+            return self._reader.next()
+        except FrameError as e:
+            raise ServiceProtocolError(self.service, f"broken WebSocket stream: {e}") from e
+
+    def _closed_by_server(self, payload: bytes) -> None:
+        try:
+            self.closed = parse_close(payload)
+        except FrameError as e:
+            self._lost()
+            raise ServiceProtocolError(self.service, f"broken WebSocket stream: {e}") from e
 
     async def _read(self) -> None:
         try:
@@ -239,11 +233,7 @@ class MoshiSocket(Generic[M]):
         if not data:
             self._lost()
             return
-        try:
-            self._ws.receive_data(bytes(data))
-            self._events.extend(self._ws.events())
-        except ProtocolError as e:
-            raise ServiceProtocolError(self.service, f"broken WebSocket stream: {e}") from e
+        self._reader.feed(data)
 
     def _lost(self) -> None:
         """The TCP stream ended (or broke) without a close frame: an abnormal closure."""
@@ -265,17 +255,19 @@ class MoshiSocket(Generic[M]):
 
     async def close_in_order(self) -> None:
         """Send our close frame and wait for the server's (or the end of the stream)."""
-        if self._ws.state is not ConnectionState.OPEN:
+        if self._sent_close or self.closed is not None:
             return  # the server closed first, and receive() answered
+        self._sent_close = True
         try:
-            await self._send_bytes(self._ws.send(CloseConnection(code=1000)))
+            await self._send_bytes(client_frame(CLOSE, close_payload(1000)))
         except ServiceDisconnected:
             return
         while self.closed is None:
-            if not self._events:
+            frame = self._next_frame()
+            if frame is None:
                 await self._read()
-            elif isinstance(self._events.popleft(), CloseConnection):
-                return
+            elif frame[0] == CLOSE:
+                self._closed_by_server(frame[1])
 
 
 @asynccontextmanager
@@ -329,14 +321,22 @@ async def _upgrade(
     service: str, url: str, stream: trio.abc.Stream, decode: Callable[[bytes], M], api_key: str
 ) -> MoshiSocket[M]:
     """Send the HTTP upgrade and read the answer; the socket once it is accepted."""
-    ws = WSConnection(ConnectionType.CLIENT)
-    request = Request(
-        host=_host_header(url),
+    key = base64.b64encode(os.urandom(16))
+    http = h11.Connection(h11.CLIENT)
+    request = h11.Request(
+        method="GET",
         target=_request_target(url),
-        extra_headers=[(API_KEY_HEADER, api_key.encode())],
+        headers=[
+            (b"Host", _host_header(url).encode()),
+            (b"Upgrade", b"websocket"),
+            (b"Connection", b"Upgrade"),
+            (b"Sec-WebSocket-Key", key),
+            (b"Sec-WebSocket-Version", b"13"),
+            (API_KEY_HEADER, api_key.encode()),
+        ],
     )
     try:
-        await stream.send_all(ws.send(request))
+        await stream.send_all(http.send(request) + (http.send(h11.EndOfMessage()) or b""))
     except trio.BrokenResourceError as e:
         raise ServiceDisconnected(
             service, f"connection lost during the WebSocket upgrade at {url}"
@@ -344,38 +344,70 @@ async def _upgrade(
     refused_with: int | None = None  # the status of a refusal whose body is still coming
     while True:
         try:
-            data = await stream.receive_some(RECEIVE_BYTES)
-        except trio.BrokenResourceError as e:
-            if refused_with is not None:
+            event = http.next_event()
+        except h11.RemoteProtocolError as e:
+            if refused_with is not None:  # e.g. a body cut short by the connection's end
                 _refuse(service, url, refused_with)
-            raise ServiceDisconnected(
-                service, f"connection lost during the WebSocket upgrade at {url}"
-            ) from e
-        if not data:
-            if refused_with is not None:  # a body that lasts until the connection closes
+            raise ServiceProtocolError(service, f"WebSocket handshake failed at {url}: {e}") from e
+        if event is h11.NEED_DATA:
+            try:
+                data = await stream.receive_some(RECEIVE_BYTES)
+            except trio.BrokenResourceError as e:
+                if refused_with is not None:
+                    _refuse(service, url, refused_with)
+                raise ServiceDisconnected(
+                    service, f"connection lost during the WebSocket upgrade at {url}"
+                ) from e
+            if not data and refused_with is None:
+                raise ServiceDisconnected(
+                    service,
+                    f"the server closed the connection before answering the upgrade at {url}",
+                )
+            http.receive_data(bytes(data))  # b"" tells h11 of the end: a body until close ends
+        elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+            _check_accept(service, url, event.headers, key)
+            reader = FrameReader(MAX_MESSAGE_BYTES)
+            # What followed the answer in the same read (often Ready) is kept for receive().
+            reader.feed(http.trailing_data[0])
+            return MoshiSocket(service, stream, decode, reader)
+        elif isinstance(event, h11.Response):
+            refused_with = event.status_code
+        elif isinstance(event, h11.EndOfMessage):
+            assert refused_with is not None
+            _refuse(service, url, refused_with)
+        elif isinstance(event, h11.ConnectionClosed):
+            if refused_with is not None:
                 _refuse(service, url, refused_with)
             raise ServiceDisconnected(
                 service, f"the server closed the connection before answering the upgrade at {url}"
             )
-        try:
-            ws.receive_data(bytes(data))
-            events = collections.deque(ws.events())
-        except ProtocolError as e:
-            raise ServiceProtocolError(
-                service, f"WebSocket handshake failed at {url}: {e!r}"
-            ) from e
-        while events:
-            event = events.popleft()
-            if isinstance(event, AcceptConnection):
-                # What followed the answer in the same read (often Ready) stays queued.
-                return MoshiSocket(service, stream, ws, decode, events)
-            if isinstance(event, RejectConnection):
-                if not event.has_body:
-                    _refuse(service, url, event.status_code)
-                refused_with = event.status_code
-            elif isinstance(event, RejectData) and event.body_finished:
-                assert refused_with is not None
-                _refuse(service, url, refused_with)
+        # Other 1xx answers and the body of a refusal: read on.
+
+
+def _check_accept(
+    service: str, url: str, headers: Iterable[tuple[bytes, bytes]], key: bytes
+) -> None:
+    """The 101 must name the WebSocket protocol and prove it read our key (RFC 6455 §4.1)."""
+    fields: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        fields.setdefault(name.lower(), []).append(value)
+    expected = base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID).digest())
+    connection_tokens = {
+        token.strip().lower()
+        for value in fields.get(b"connection", [])
+        for token in value.split(b",")
+    }
+    if [v.lower() for v in fields.get(b"upgrade", [])] != [b"websocket"]:
+        problem = "the 101 answer does not upgrade to websocket"
+    elif b"upgrade" not in connection_tokens:
+        problem = "the 101 answer lacks 'Connection: Upgrade'"
+    elif fields.get(b"sec-websocket-accept") != [expected]:
+        problem = "the 101 answer's Sec-WebSocket-Accept does not match our key"
+    elif b"sec-websocket-extensions" in fields:
+        problem = "the server chose an extension we did not offer"
+    else:
+        return
+    raise ServiceProtocolError(service, f"WebSocket handshake failed at {url}: {problem}")
 
 
 def _refuse(service: str, url: str, status: int) -> NoReturn:
