@@ -44,8 +44,19 @@ _NUMPY_MASK_BYTES = 64
 _COMPACT_BYTES = 65536
 
 
+# Close codes for what went wrong (§7.4.1).
+PROTOCOL_ERROR = 1002
+INVALID_DATA = 1007
+MESSAGE_TOO_BIG = 1009
+
+
 class FrameError(Exception):
-    """The peer broke RFC 6455 (or our size limit); the text says how."""
+    """The peer broke RFC 6455 (or our size limit); the text says how, ``code`` is the close
+    code that tells the peer."""
+
+    def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def mask(payload: bytes, key: bytes) -> bytes:
@@ -69,14 +80,20 @@ def client_frame(opcode: int, payload: bytes, key: bytes | None = None) -> bytes
     """One final (unfragmented) masked frame. ``key`` is for tests; normally random (§5.3)."""
     if key is None:
         key = os.urandom(4)
-    n = len(payload)
+    return _head(opcode, len(payload), 0x80) + key + mask(payload, key)
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    """One final (unfragmented) frame as a server sends it: not masked."""
+    return _head(opcode, len(payload), 0) + payload
+
+
+def _head(opcode: int, n: int, mask_bit: int) -> bytes:
     if n < 126:
-        head = bytes((0x80 | opcode, 0x80 | n))
-    elif n < 65536:
-        head = bytes((0x80 | opcode, 0xFE)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((0x80 | opcode, 0xFF)) + n.to_bytes(8, "big")
-    return head + key + mask(payload, key)
+        return bytes((0x80 | opcode, mask_bit | n))
+    if n < 65536:
+        return bytes((0x80 | opcode, mask_bit | 126)) + n.to_bytes(2, "big")
+    return bytes((0x80 | opcode, mask_bit | 127)) + n.to_bytes(8, "big")
 
 
 def close_payload(code: int, reason: str = "") -> bytes:
@@ -95,16 +112,20 @@ def parse_close(payload: bytes) -> tuple[int, str | None]:
     try:
         reason = payload[2:].decode()
     except UnicodeDecodeError:
-        raise FrameError("a close reason that is not UTF-8") from None
+        raise FrameError("a close reason that is not UTF-8", INVALID_DATA) from None
     return code, reason or None
 
 
 class FrameReader:
     """Bytes in, ``(opcode, payload)`` out: whole TEXT/BINARY messages, and PING, PONG and
-    CLOSE frames (a control frame may arrive between the fragments of a message)."""
+    CLOSE frames (a control frame may arrive between the fragments of a message).
 
-    def __init__(self, max_message_bytes: int) -> None:
+    A client reads a server's frames, which must not be masked; a server (``masked=True``)
+    reads a client's, which must be, and gets them unmasked."""
+
+    def __init__(self, max_message_bytes: int, *, masked: bool = False) -> None:
         self._max = max_message_bytes
+        self._masked = masked
         self._buf = bytearray()
         self._pos = 0  # where the next frame starts in _buf
         self._kind: int | None = None  # opcode of the message whose fragments are arriving
@@ -161,10 +182,15 @@ class FrameReader:
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
         self._check_header(b0, b1, fin, opcode, n)
+        if self._masked:
+            head += 4
         end = pos + head + n
         if len(buf) < end:
             return None
-        payload = bytes(buf[pos + head : end])
+        if self._masked:
+            payload = mask(bytes(buf[pos + head : end]), bytes(buf[pos + head - 4 : pos + head]))
+        else:
+            payload = bytes(buf[pos + head : end])
         if end == len(buf):
             buf.clear()
             self._pos = 0
@@ -179,8 +205,12 @@ class FrameReader:
         """Refuse a frame from its header alone, before its payload is waited for."""
         if b0 & 0x70:
             raise FrameError("a frame with reserved bits set, but no extension was agreed")
-        if b1 & 0x80:
-            raise FrameError("a masked frame from the server")
+        if bool(b1 & 0x80) is not self._masked:
+            raise FrameError(
+                "an unmasked frame from the client"
+                if self._masked
+                else "a masked frame from the server"
+            )
         if opcode >= 0x8:
             if opcode not in _CONTROL:
                 raise FrameError(f"a frame with the unknown opcode {opcode:#x}")
@@ -198,4 +228,4 @@ class FrameReader:
         else:
             raise FrameError(f"a frame with the unknown opcode {opcode:#x}")
         if self._part_bytes + n > self._max:
-            raise FrameError(f"a message of more than {self._max} bytes")
+            raise FrameError(f"a message of more than {self._max} bytes", MESSAGE_TOO_BIG)
