@@ -24,7 +24,7 @@ from unmute_trio.services.ws_frames import (
 
 # Each side of every boundary of the 7-bit, 16-bit and 64-bit length encodings, and of the
 # switch from the Python-int mask to numpy's.
-SIZES = [0, 1, 3, 4, 5, 63, 64, 65, 125, 126, 127, 9600, 65535, 65536, 70001]
+SIZES = [0, 1, 3, 4, 5, 125, 126, 127, 1023, 1024, 1025, 9600, 65535, 65536, 70001]
 
 
 def frame(opcode: int, payload: bytes, *, fin: bool = True, first: int | None = None) -> bytes:

@@ -1,10 +1,11 @@
-"""WebSocket masking with numpy instead of wsproto's pure Python (applied at app creation).
+"""WebSocket masking with numpy instead of wsproto's pure Python, for the processes that still
+use wsproto: the simulators and local engines (which unmask every session's 9.6 KB STT frames)
+and the load generator (which masks every microphone frame). The server itself no longer uses
+wsproto for frames (``services/ws_frames.py``).
 
 RFC 6455 makes a client XOR every byte it sends with a 4-byte key, and the server undo it.
-This server is a client of the STT and TTS: every 80 ms of every session it sends the STT a
-~9.6 KB ``Audio`` frame, and wsproto (under trio-websocket) masks it with four
-``bytearray.translate`` passes, ~40 µs a frame; numpy does it in a few µs. Hypercorn also uses
-wsproto, to unmask what browsers send us, so both directions gain.
+wsproto does it with four ``bytearray.translate`` passes, ~40 µs for 9.6 KB; numpy does it in a
+few µs.
 
 ``apply()`` replaces ``wsproto.frame_protocol.XorMaskerSimple``, which wsproto looks up by name
 each time it starts a frame; idempotent. Checked against wsproto 1.2 (``process`` takes a

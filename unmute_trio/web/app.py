@@ -15,7 +15,6 @@ from hypercorn.protocol.events import StreamClosed
 from quart_trio import QuartTrio
 
 from unmute_trio.errors import ServiceError
-from unmute_trio.services import ws_masking
 from unmute_trio.services.health import HealthChecker
 from unmute_trio.services.llm import LLMClient, LLMConfigError
 from unmute_trio.services.news import NewsClient
@@ -186,7 +185,6 @@ def create_app(
     fails before the server accepts anyone (:class:`~unmute_trio.voices.VoiceFileError`).
     """
     hypercorn_fixes.apply()
-    ws_masking.apply()  # numpy masking for every WebSocket of the process (services/ws_masking)
     log_each_request_once()
     if voices is None:
         voices = load_voices(settings.voices_file)
