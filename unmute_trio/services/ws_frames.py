@@ -68,8 +68,8 @@ def mask(payload: bytes, key: bytes) -> bytes:
         return (int.from_bytes(payload, "little") ^ int.from_bytes(keys, "little")).to_bytes(
             n, "little"
         )
-    keys = np.frombuffer(key * ((n + 3) // 4), np.uint8, count=n)
-    return np.bitwise_xor(np.frombuffer(payload, np.uint8), keys).tobytes()
+    key_array = np.frombuffer(key * ((n + 3) // 4), np.uint8, count=n)
+    return np.bitwise_xor(np.frombuffer(payload, np.uint8), key_array).tobytes()
 
 
 def client_frame(opcode: int, payload: bytes, key: bytes | None = None) -> bytes:
