@@ -3,6 +3,7 @@ sockets), on virtual time: conversations complete and the report holds every mea
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import sphn
 import trio
 
 from tests.conftest import closed_port
+from tests.session_helpers import greet
 from unmute_trio.loadtest.floor import (
     SimulatorLatencies,
     frame_aligned_length,
@@ -33,6 +35,7 @@ from unmute_trio.loadtest.timing import TurnProblem, measure_turn
 from unmute_trio.testing.harness import conversation_stack
 from unmute_trio.testing.speech import speech_like
 from unmute_trio.testing.tts_sim import TtsSimConfig
+from unmute_trio.testing.voice_client import VoiceClient
 
 
 async def test_two_users_complete_with_every_measurement(virtual_clock) -> None:
@@ -237,3 +240,106 @@ async def test_stopping_early_keeps_the_turns_measured_so_far(virtual_clock) -> 
     assert 1 <= len(conversation.turns) < 21
     assert report.turns()[0].audio_done is not None
     assert "INTERRUPTED" in format_summary(report)
+
+
+def _bitwise_ogg_crc(page: bytes) -> int:
+    """Ogg's CRC-32 the slow, obvious way (RFC 3533: polynomial 0x04C11DB7, MSB first)."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
+            crc &= 0xFFFFFFFF
+    return crc
+
+
+def test_ogg_crc_is_the_bitwise_crc() -> None:
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 27, 28, 255, 1000):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert ogg_crc(data) == _bitwise_ogg_crc(data)
+        assert ogg_crc(bytearray(data)) == _bitwise_ogg_crc(data)
+
+
+def test_microphone_appends_are_the_json_of_the_event() -> None:
+    """The pump's preformatted append text is what json.dumps of the event gave."""
+    from unmute_trio.loadtest.conversation import _APPEND_HEAD, _APPEND_TAIL
+
+    stream = OggStream(encode_microphone([speech_like(0.16)]))
+    for source in (None, None, stream._microphone.utterances[0][0]):
+        audio = base64.b64encode(stream.next_page(source)).decode("ascii")
+        event = {"type": "input_audio_buffer.append", "audio": audio}
+        assert _APPEND_HEAD + audio + _APPEND_TAIL == json.dumps(event)
+
+
+async def test_wait_for_finds_events_in_order_whenever_they_arrive() -> None:
+    client = VoiceClient(None)  # type: ignore[arg-type]  # no socket: events are fed by hand
+    client.events += [{"type": "a"}, {"type": "b"}]
+    assert await client.wait_for("b") is client.events[1]
+    assert await client.wait_for("a", after=-2) is client.events[0]
+    found: list[dict] = []
+
+    async def waiter() -> None:
+        found.append(await client.wait_for("c", lambda e: e.get("n") == 2, after=1))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        for n in range(4):
+            await trio.sleep(0.01)
+            client.events.append({"type": "c", "n": n})
+            client._wake()
+    assert found == [{"type": "c", "n": 2}]
+
+
+def test_sample_counter_matches_the_decoder_on_the_servers_audio() -> None:
+    """The load generator counts the bot's samples from the Opus headers instead of decoding:
+    for every delta the server's encoder writes, the same count as sphn's decoder."""
+    from unmute_trio.session.audio import OpusOutput
+    from unmute_trio.testing.voice_client import OggOpusSampleCounter
+
+    rng = np.random.default_rng(11)
+    audio = np.concatenate(
+        [speech_like(2.0, seed=1), np.zeros(24_000, np.float32), speech_like(3.3, seed=2)]
+    )
+    audio = np.concatenate([audio, 0.9 * rng.standard_normal(30_000).astype(np.float32)])
+    encoder, decoder = OpusOutput(), sphn.OpusStreamReader(24_000)
+    counter = OggOpusSampleCounter()
+    whole = OggOpusSampleCounter()
+    stream = b""
+    position = deltas = decoded = 0
+    while position < len(audio):
+        size = int(rng.choice([240, 960, 1920, 1920, 3840, 5000]))
+        delta = encoder.encode(audio[position : position + size])
+        position += size
+        stream += delta
+        samples = len(decoder.append_bytes(delta))
+        assert counter.append_bytes(delta) == samples
+        deltas += bool(delta)
+        decoded += samples
+    assert deltas > 50
+    # Pages split anywhere across chunks: the same total.
+    total, at = 0, 0
+    while at < len(stream):
+        step = int(rng.integers(1, 700))
+        total += whole.append_bytes(stream[at : at + step])
+        at += step
+    assert total == decoded
+
+
+async def test_counted_samples_equal_decoded_samples_in_a_session(virtual_clock) -> None:
+    """End to end: the greeting's audio deltas from a real server, counted as the load
+    generator does, give each event the sample count the decoding client gives it."""
+    from unmute_trio.testing.voice_client import OggOpusSampleCounter
+
+    async with conversation_stack(tts=TtsSimConfig(seconds_per_word=0.1)) as stack:
+        with trio.fail_after(60):
+            async with VoiceClient.connect(stack.realtime_url) as client:
+                await greet(client)  # the greeting, with silence from the microphone
+    counter = OggOpusSampleCounter()
+    counted = [
+        counter.append_bytes(base64.b64decode(e["delta"]))
+        if e["type"] == "response.audio.delta"
+        else 0
+        for e in client.events
+    ]
+    assert counted == client.samples_in_event and sum(counted) > 24_000

@@ -21,6 +21,7 @@ from trio_websocket import (
 )
 
 from tests.local_engines import config_fields, local_stt_engine
+from unmute_trio.protocol.moshi import Step, encode
 from unmute_trio.testing.sim_base import BUILD_INFO
 from unmute_trio.testing.speech import EnergyDetector, silence, speech_like
 from unmute_trio.testing.stt_sim import (
@@ -28,6 +29,7 @@ from unmute_trio.testing.stt_sim import (
     SimulatedAsr,
     SttSimConfig,
     SttSimulator,
+    encode_step,
 )
 
 KEY = [("kyutai-api-key", "public_token")]
@@ -363,3 +365,55 @@ async def test_ogg_opus_input_is_transcribed(start_sim: StartSim) -> None:
                 if message["type"] == "Word":
                     words.append(message["text"])
     assert words == DEFAULT_STT_SCRIPT[0].split()
+
+
+# ------------------------------------------------------------------ fast paths, same bytes
+
+
+@pytest.mark.parametrize(
+    "step_idx", [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**40]
+)
+@pytest.mark.parametrize("buffered_pcm", [0, 1, 127, 128, 1919, 1920, 70000])
+def test_encode_step_is_encode_of_the_step(step_idx: int, buffered_pcm: int) -> None:
+    for prs in [(0.98, 0.98, 0.98, 0.98), (0.02, 0.02, 0.02, 0.02), (0.5, 1 / 3, 0.1, 0.97)]:
+        general = encode(Step(step_idx=step_idx, prs=list(prs), buffered_pcm=buffered_pcm))
+        assert encode_step(step_idx, prs, buffered_pcm) == general
+
+
+def test_the_fast_step_path_sends_what_the_general_one_did() -> None:
+    """step_parts + encode_step (the simulator) give, frame by frame, the bytes that
+    encode(step()) gave before the fast path, for audio pushed in uneven chunks with markers."""
+    rng = np.random.default_rng(3)
+    pcm = np.concatenate(
+        [
+            silence(1.3),
+            speech_like(1.5, seed=1),
+            silence(0.7),
+            speech_like(0.4, seed=2),
+            silence(0.25),
+            speech_like(2.2, seed=3),
+            silence(4.1),
+            speech_like(0.17, seed=4),
+            silence(3.0),
+        ]
+    )
+    general, fast = SimulatedAsr(), SimulatedAsr()
+    position = marker = frames = 0
+    while position < len(pcm):
+        chunk = pcm[position : position + int(rng.integers(1, 5000))]
+        position += len(chunk)
+        for asr in (general, fast):
+            asr.push_pcm(chunk)
+        if rng.random() < 0.1:
+            general.add_marker(marker)
+            fast.add_marker(marker)
+            marker += 1
+        while general.has_frame():
+            assert fast.has_frame()
+            expected = [encode(m) for m in general.step()]
+            step_idx, prs, buffered_pcm, due = fast.step_parts()
+            got = [encode_step(step_idx, prs, buffered_pcm), *(encode(m) for m in due)]
+            assert got == expected
+            frames += 1
+        assert not fast.has_frame()
+    assert frames == len(pcm) // 1920 and marker > 0

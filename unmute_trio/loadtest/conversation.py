@@ -33,6 +33,10 @@ from unmute_trio.protocol.moshi import SAMPLES_PER_FRAME
 from unmute_trio.testing.voice_client import VoiceClient
 
 _PAGES_PER_FRAME = SAMPLES_PER_FRAME // PAGE_SAMPLES  # utterances start on STT frame boundaries
+# json.dumps({"type": "input_audio_buffer.append", "audio": audio}) around the base64 text,
+# which needs no escaping: the same text without building and serialising a dict per page.
+_APPEND_HEAD = '{"type": "input_audio_buffer.append", "audio": "'
+_APPEND_TAIL = '"}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,8 +97,8 @@ class AudioPump:
                 await trio.sleep_until(next_at)
                 self.max_lag_s = max(self.max_lag_s, trio.current_time() - next_at)
                 ogg = self._stream.next_page(self._next_source(next_at))
-                audio = base64.b64encode(ogg).decode()
-                await self._client.send({"type": "input_audio_buffer.append", "audio": audio})
+                audio = base64.b64encode(ogg).decode("ascii")
+                await self._client.send_text(_APPEND_HEAD + audio + _APPEND_TAIL)
                 self.pages_sent += 1
                 next_at += PAGE_S
         except ConnectionClosed:
@@ -132,7 +136,8 @@ async def run_conversation(
     result.started_at_unix = time.time()
     failure: str | None = None
     try:
-        async with VoiceClient.connect(plan.url) as client:
+        # Bot audio is only timed: count its samples rather than decode it.
+        async with VoiceClient.connect(plan.url, decode_audio=False) as client:
             try:
                 await _converse(client, plan, result, origin, on_turn)
             finally:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import deque
 
@@ -112,7 +113,8 @@ class EnergyDetector:
             raise ValueError(f"expected {self.frame_size} samples, got {len(frame)}")
         index = self.frames_seen
         self.frames_seen += 1
-        rms = math.sqrt(float(np.mean(np.square(frame, dtype=np.float64))))
+        # np.mean without its Python wrapper: the same pairwise sum divided by the count.
+        rms = math.sqrt(float(np.add.reduce(np.square(frame, dtype=np.float64))) / len(frame))
         energetic = rms >= self.threshold_rms
         self._energetic_run = self._energetic_run + 1 if energetic else 0
         if self.voiced:
@@ -203,7 +205,15 @@ class SimulatedAsr:
 
     def step(self) -> list[Step | Word | EndWord | Marker]:
         """Process one frame: its Step, then the words and markers that became due."""
-        frame, self._buffer = self._buffer[:SAMPLES_PER_FRAME], self._buffer[SAMPLES_PER_FRAME:]
+        index, prs, buffered, due = self.step_parts()
+        return [Step(step_idx=index, prs=list(prs), buffered_pcm=buffered), *due]
+
+    def step_parts(self) -> tuple[int, tuple[float, ...], int, list[Word | EndWord | Marker]]:
+        """:meth:`step` without building the Step: its ``step_idx``, ``prs`` and
+        ``buffered_pcm``, then the words and markers that became due. The STT simulator packs
+        the Step straight from these (one per frame per session), skipping pydantic."""
+        frame = self._buffer[:SAMPLES_PER_FRAME]
+        self._buffer = self._buffer[SAMPLES_PER_FRAME:]
         index = self.frames_processed
         self.frames_processed += 1
         position = self.frames_processed * FRAME_TIME_S  # seconds of input processed
@@ -220,14 +230,13 @@ class SimulatedAsr:
         elif was_voiced:
             self._end_segment(self._segments[-1][1])
         delayed = position - STT_DELAY_S
-        out: list[Step | Word | EndWord | Marker] = [
-            Step(step_idx=index, prs=self._pause_heads(delayed), buffered_pcm=len(self._buffer))
-        ]
+        prs = _pause_heads_after(self._silence_at(delayed))
+        out: list[Word | EndWord | Marker] = []
         while self._scheduled and self._scheduled[0][0] <= delayed + _EPS:
             out.append(self._scheduled.popleft()[1])
         while self._markers and self._markers[0][0] <= self.frames_processed:
             out.append(Marker(id=self._markers.popleft()[1]))
-        return out
+        return index, prs, len(self._buffer), out
 
     # ---------------------------------------------------------------- words
 
@@ -287,10 +296,13 @@ class SimulatedAsr:
                 return 0.0 if t < end else t - end
         return math.inf  # nothing spoken before t: silence since the stream began
 
-    def _pause_heads(self, t: float) -> list[float]:
-        silence_s = self._silence_at(t)
-        heads = []
-        for horizon in PAUSE_HORIZONS_S:
-            z = max(-50.0, min(50.0, (silence_s - horizon / 2) / (horizon / 10)))
-            heads.append(0.02 + 0.96 / (1.0 + math.exp(-z)))
-        return heads
+
+@functools.lru_cache(maxsize=4096)
+def _pause_heads_after(silence_s: float) -> tuple[float, ...]:
+    """The pause heads after ``silence_s`` seconds of silence. Cached: a stream mostly sees the
+    same few values (infinite before speech, 0 while voiced, whole frames of silence after)."""
+    heads = []
+    for horizon in PAUSE_HORIZONS_S:
+        z = max(-50.0, min(50.0, (silence_s - horizon / 2) / (horizon / 10)))
+        heads.append(0.02 + 0.96 / (1.0 + math.exp(-z)))
+    return tuple(heads)

@@ -5,7 +5,8 @@ Audio is encoded with one streaming Opus writer into 40 ms Ogg pages (960 sample
 what the Unmute frontend sends), one ``input_audio_buffer.append`` per page, the
 beginning-of-stream header page first, paced on the trio clock (so under a mock clock a session
 runs on virtual time). Received events are kept in order; bot audio is decoded, so a test can
-check that audio was really heard.
+check that audio was really heard (the load generator, with ``decode_audio=False``, only counts
+its samples from the Opus packet headers: :class:`OggOpusSampleCounter`).
 
 Usage::
 
@@ -40,8 +41,69 @@ PAGE_S = PAGE_SAMPLES / SAMPLE_RATE
 MAX_KEPT_AUDIO_S = 120.0
 
 
+# Samples at 24 kHz of one Opus frame, by the TOC byte's configuration number (RFC 6716 3.1):
+# SILK 10/20/40/60 ms, hybrid 10/20 ms, CELT 2.5/5/10/20 ms.
+_OPUS_FRAME_SAMPLES = tuple(
+    round(ms * SAMPLE_RATE / 1000)
+    for ms in (*[10, 20, 40, 60] * 3, *[10, 20] * 2, *[2.5, 5, 10, 20] * 4)
+)
+
+
+def opus_packet_samples(packet: bytes) -> int:
+    """Samples (24 kHz) an Opus packet decodes to, from its TOC byte and frame count."""
+    if not packet:
+        return 0
+    toc = packet[0]
+    code = toc & 3
+    frames = 1 if code == 0 else 2 if code < 3 else (packet[1] & 0x3F if len(packet) > 1 else 0)
+    return frames * _OPUS_FRAME_SAMPLES[toc >> 3]
+
+
+class OggOpusSampleCounter:
+    """How many samples an ``OpusStreamReader`` would return for each chunk of one Ogg/Opus
+    stream, read from the Opus packets' headers instead of decoding them (decoding the bot's
+    audio was the load generator's largest own cost). Pages and packets may span chunks; the
+    OpusHead and OpusTags packets count nothing. For a load generator, which only times the
+    audio: tests check it against sphn's decoder on the server's encoder output."""
+
+    def __init__(self) -> None:
+        self._pending = b""  # the start of a page that has not fully arrived
+        self._packet = b""  # the start of a packet continued on the next page
+        self._packets = 0
+
+    def append_bytes(self, data: bytes) -> int:
+        buffer = self._pending + data if self._pending else data
+        samples = 0
+        at = 0
+        while len(buffer) - at >= 27:
+            if buffer[at : at + 4] != b"OggS":
+                raise ValueError("not an Ogg page")
+            segments = buffer[at + 26]
+            body = at + 27 + segments
+            if len(buffer) < body:
+                break
+            table = buffer[at + 27 : body]
+            end = body + sum(table)
+            if len(buffer) < end:
+                break
+            position = body
+            for size in table:
+                self._packet += buffer[position : position + size]
+                position += size
+                if size < 255:  # the packet ends here
+                    if self._packets >= 2:  # after OpusHead and OpusTags
+                        samples += opus_packet_samples(self._packet)
+                    self._packets += 1
+                    self._packet = b""
+            at = end
+        self._pending = buffer[at:]
+        return samples
+
+
 class VoiceClient:
-    def __init__(self, ws: WebSocketConnection, *, keep_audio: bool = False) -> None:
+    def __init__(
+        self, ws: WebSocketConnection, *, keep_audio: bool = False, decode_audio: bool = True
+    ) -> None:
         self.ws = ws
         # Decoded bot audio with the index of the event that carried it (keep_audio only).
         self.bot_audio: list[tuple[int, np.ndarray]] = []
@@ -58,6 +120,9 @@ class VoiceClient:
         self.bot_peak = 0.0
         self._encoder = sphn.OpusStreamWriter(SAMPLE_RATE)
         self._decoder = sphn.OpusStreamReader(SAMPLE_RATE)
+        # Without decoding (``decode_audio=False``, the load generator): samples are counted
+        # from the packets' headers, bot_peak stays 0 and no audio can be kept.
+        self._counter = None if decode_audio or keep_audio else OggOpusSampleCounter()
         self._changed = trio.Event()
         self._pending = np.zeros(0, dtype=np.float32)
         self._next_page_at: float | None = None
@@ -66,10 +131,15 @@ class VoiceClient:
     @classmethod
     @asynccontextmanager
     async def connect(
-        cls, url: str, *, subprotocols: tuple[str, ...] = ("realtime",), keep_audio: bool = False
+        cls,
+        url: str,
+        *,
+        subprotocols: tuple[str, ...] = ("realtime",),
+        keep_audio: bool = False,
+        decode_audio: bool = True,
     ) -> AsyncIterator[VoiceClient]:
         async with open_websocket_url(url, subprotocols=list(subprotocols)) as ws:
-            client = cls(ws, keep_audio=keep_audio)
+            client = cls(ws, keep_audio=keep_audio, decode_audio=decode_audio)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(client._receive_loop)
                 yield client
@@ -79,6 +149,10 @@ class VoiceClient:
 
     async def send(self, event: dict[str, Any]) -> None:
         await self.ws.send_message(json.dumps(event))
+
+    async def send_text(self, text: str) -> None:
+        """Send an event already serialised as JSON text (the load generator's appends)."""
+        await self.ws.send_message(text)
 
     async def update_session(
         self,
@@ -128,12 +202,17 @@ class VoiceClient:
                 arrived_at = trio.current_time()
                 event = json.loads(message)
                 samples = 0
-                if event.get("type") == "response.audio.delta":
+                if event.get("type") == "response.audio.delta" and self._counter is not None:
+                    samples = self._counter.append_bytes(base64.b64decode(event["delta"]))
+                    self.bot_samples_heard += samples
+                elif event.get("type") == "response.audio.delta":
                     pcm = self._decoder.append_bytes(base64.b64decode(event["delta"]))
                     samples = len(pcm)
                     self.bot_samples_heard += len(pcm)
                     if len(pcm):
-                        self.bot_peak = max(self.bot_peak, float(np.abs(pcm).max()))
+                        # max |x| without the temporary array of np.abs
+                        peak = max(float(pcm.max()), -float(pcm.min()))
+                        self.bot_peak = max(self.bot_peak, peak)
                         if self._keep_audio:
                             self._keep(len(self.events), pcm)
                 self.events.append(event)
@@ -184,8 +263,12 @@ class VoiceClient:
         Raises ``ConnectionClosed``-like ``RuntimeError`` if the socket closes first. Callers
         bound the wait with ``trio.fail_after``.
         """
+        events = self.events  # only ever appended to: look at each event once
+        index = after if after >= 0 else max(0, len(events) + after)  # as events[after:]
         while True:
-            for event in self.events[after:]:
+            while index < len(events):
+                event = events[index]
+                index += 1
                 if (event_type is None or event.get("type") == event_type) and (
                     predicate is None or predicate(event)
                 ):
