@@ -403,6 +403,12 @@ def answer_with(head: bytes) -> Server:
             b"Sec-WebSocket-Accept: {accept}\r\n",
             "lacks 'Connection: Upgrade'",
         ),
+        (
+            b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Protocol: chat\r\n",
+            "a subprotocol we did not offer",
+        ),
+        (b"HTTP/1.1 nonsense\r\n", "WebSocket handshake failed"),
     ],
 )
 async def test_a_101_that_is_not_a_websocket_answer_is_refused_at_once(
@@ -445,3 +451,42 @@ async def test_a_broken_frame_after_ready_is_a_protocol_error(
         async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
             await stt.receive()
     assert info.value.detail == f"broken WebSocket stream: {why}"
+
+
+async def test_informational_answers_before_the_101_are_skipped(nursery: trio.Nursery) -> None:
+    async def server(conn: trio.socket.SocketType) -> None:
+        answer = switching_protocols(await read_request(conn))
+        early = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+        await conn.send(early + answer + READY)
+        frames = ClientFrames(conn)
+        assert await frames.next() == (0x8, (1000).to_bytes(2, "big"))
+        await conn.send(CLOSE_1000)
+
+    port = await nursery.start(serve_once, server)
+    with trio.fail_after(PROMPT_S):
+        async with connect_stt(f"ws://127.0.0.1:{port}") as stt:
+            assert stt is not None
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy",
+        b"HTTP/1.1 503 Busy\r\nContent-Length: 400\r\n\r\ncut short",
+        b"HTTP/1.1 503 Busy\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nbusy\r\n",  # no end
+    ],
+    ids=["whole body", "body cut short", "body that never ends"],
+)
+async def test_a_refusal_is_reported_at_its_status_line_whatever_its_body(
+    nursery: trio.Nursery, refusal: bytes
+) -> None:
+    async def server(conn: trio.socket.SocketType) -> None:
+        await read_request(conn)
+        await conn.send(refusal)
+        with trio.move_on_after(HANDSHAKE_TIMEOUT_S):
+            while await conn.recv(4096):  # keep the connection open: the body may never end
+                pass
+
+    error = await handshake_error(nursery, server, connect_stt)
+    assert isinstance(error, ServiceProtocolError), repr(error)
+    assert "HTTP 503" in error.detail

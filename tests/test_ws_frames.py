@@ -168,3 +168,40 @@ def test_a_buffer_of_many_frames_is_consumed_without_keeping_them() -> None:
     # Only the partial frame stays buffered: what was read is dropped from the front.
     assert len(reader._buf) - reader._pos == 3
     assert len(reader._buf) < 70_000
+
+
+def test_a_message_in_too_many_fragments_is_refused_even_if_they_are_empty() -> None:
+    reader = FrameReader(1 << 20)
+    wire = frame(BINARY, b"", fin=False) + frame(CONTINUATION, b"", fin=False) * 1023
+    assert read_all(reader, wire) == []
+    with pytest.raises(FrameError, match="more than 1024 fragments") as info:
+        read_all(reader, frame(CONTINUATION, b""))
+    assert info.value.code == 1009
+
+
+def test_fragments_are_kept_in_one_buffer() -> None:
+    reader = FrameReader(1 << 20)
+    wire = frame(TEXT, b"a", fin=False) + frame(CONTINUATION, b"bc", fin=False)
+    assert read_all(reader, wire) == []
+    assert reader._message == bytearray(b"abc")  # not a list of tiny bytes objects
+    assert read_all(reader, frame(CONTINUATION, b"d")) == [(TEXT, b"abcd")]
+    assert reader._message == bytearray()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"\x82\x7e\x00\x7d", b"\x82\x7f" + (65535).to_bytes(8, "big")],
+    ids=["16-bit length under 126", "64-bit length under 65536"],
+)
+def test_a_length_not_in_its_shortest_form_is_refused(head: bytes) -> None:
+    with pytest.raises(FrameError, match="shortest form"):
+        read_all(FrameReader(1 << 20), head)
+
+
+def test_a_server_reads_masked_frames_and_refuses_unmasked_ones() -> None:
+    reader = FrameReader(1 << 20, masked=True)
+    payloads = [os.urandom(size) for size in SIZES]
+    wire = b"".join(ws_frames.client_frame(BINARY, p) for p in payloads)
+    assert read_all(reader, wire, step=999) == [(BINARY, p) for p in payloads]
+    with pytest.raises(FrameError, match="unmasked frame from the client"):
+        read_all(reader, frame(BINARY, b"x"))

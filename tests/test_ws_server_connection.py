@@ -165,8 +165,20 @@ def test_a_broken_client_gets_a_close_frame_that_names_the_problem(
     assert server.state is ConnectionState.CLOSED
 
 
+def test_a_protocol_error_after_our_close_ends_without_a_second_close() -> None:
+    server = ServerConnection(LIMIT)
+    server.send(CloseConnection(code=1000))
+    server.receive_data(ws_frames.server_frame(ws_frames.TEXT, b"unmasked"))
+    (event,) = server.events()
+    assert isinstance(event, CloseConnection) and event.code == 1002
+    # hypercorn answers only in REMOTE_CLOSING: our close already went out, so it just ends.
+    assert server.state is ConnectionState.CLOSED
+    with pytest.raises(LocalProtocolError):
+        server.send(event.response())
+
+
 def test_close_codes_that_are_never_sent_go_out_as_an_empty_close() -> None:
-    for code in (1005, 1006):
+    for code in (1005, 1006, 1015, 2000):
         assert ServerConnection(LIMIT).send(CloseConnection(code=code)) == b"\x88\x00"
     long_reason = "é" * 100  # 200 bytes: cut to 123, without half a character
     frame = ServerConnection(LIMIT).send(CloseConnection(code=1000, reason=long_reason))

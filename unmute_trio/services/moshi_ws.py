@@ -35,8 +35,9 @@ works under cancellation too and needs no shield; the server sees the disconnect
 slot (the original leaked the socket when its handshake was cancelled).
 
 A server that closes (or resets) the connection before its answer to the HTTP upgrade is
-complete is reported as ``ServiceDisconnected`` at once, and one that refuses the upgrade with
-a body ended by closing the connection as ``ServiceProtocolError`` naming the status.
+complete is reported as ``ServiceDisconnected`` at once, and one that refuses the upgrade as
+``ServiceProtocolError`` naming the status, from its status line: the body of the refusal, which
+may never end, is not waited for.
 
 Connecting to one address of a multi-address service (see ``services.discovery``): ``address``
 is the IP to dial, while the ``Host`` header and the TLS server name stay those of the URL, so
@@ -341,29 +342,24 @@ async def _upgrade(
         raise ServiceDisconnected(
             service, f"connection lost during the WebSocket upgrade at {url}"
         ) from e
-    refused_with: int | None = None  # the status of a refusal whose body is still coming
     while True:
         try:
             event = http.next_event()
         except h11.RemoteProtocolError as e:
-            if refused_with is not None:  # e.g. a body cut short by the connection's end
-                _refuse(service, url, refused_with)
             raise ServiceProtocolError(service, f"WebSocket handshake failed at {url}: {e}") from e
         if event is h11.NEED_DATA:
             try:
                 data = await stream.receive_some(RECEIVE_BYTES)
             except trio.BrokenResourceError as e:
-                if refused_with is not None:
-                    _refuse(service, url, refused_with)
                 raise ServiceDisconnected(
                     service, f"connection lost during the WebSocket upgrade at {url}"
                 ) from e
-            if not data and refused_with is None:
+            if not data:
                 raise ServiceDisconnected(
                     service,
                     f"the server closed the connection before answering the upgrade at {url}",
                 )
-            http.receive_data(bytes(data))  # b"" tells h11 of the end: a body until close ends
+            http.receive_data(bytes(data))
         elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
             _check_accept(service, url, event.headers, key)
             reader = FrameReader(MAX_MESSAGE_BYTES)
@@ -371,17 +367,10 @@ async def _upgrade(
             reader.feed(http.trailing_data[0])
             return MoshiSocket(service, stream, decode, reader)
         elif isinstance(event, h11.Response):
-            refused_with = event.status_code
-        elif isinstance(event, h11.EndOfMessage):
-            assert refused_with is not None
-            _refuse(service, url, refused_with)
-        elif isinstance(event, h11.ConnectionClosed):
-            if refused_with is not None:
-                _refuse(service, url, refused_with)
-            raise ServiceDisconnected(
-                service, f"the server closed the connection before answering the upgrade at {url}"
-            )
-        # Other 1xx answers and the body of a refusal: read on.
+            # A refusal: its status says it all, and the body (which may never end) is not
+            # waited for; the connection is closed on the way out.
+            _refuse(service, url, event.status_code)
+        # Other 1xx answers (100, 103): read on.
 
 
 def _check_accept(
@@ -405,6 +394,8 @@ def _check_accept(
         problem = "the 101 answer's Sec-WebSocket-Accept does not match our key"
     elif b"sec-websocket-extensions" in fields:
         problem = "the server chose an extension we did not offer"
+    elif b"sec-websocket-protocol" in fields:
+        problem = "the server chose a subprotocol we did not offer"
     else:
         return
     raise ServiceProtocolError(service, f"WebSocket handshake failed at {url}: {problem}")

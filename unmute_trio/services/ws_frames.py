@@ -31,6 +31,9 @@ PONG = 0xA
 
 _CONTROL = frozenset({CLOSE, PING, PONG})
 MAX_CONTROL_PAYLOAD = 125
+# No client or server we know fragments its messages at all; this bounds the work a peer can
+# make us do per message with empty or tiny fragments.
+MAX_FRAGMENTS = 1024
 # Close codes an endpoint may put on the wire (§7.4.1; 1004-1006 and 1015 are reserved,
 # 1016-2999 unassigned; 3000-4999 are for libraries and applications).
 _SENDABLE_CODES = frozenset(
@@ -60,7 +63,7 @@ class FrameError(Exception):
         self.code = code
 
 
-def mask(payload: bytes, key: bytes) -> bytes:
+def mask(payload: bytes | memoryview, key: bytes) -> bytes:
     """``payload`` XOR the 4-byte ``key`` repeated (masking and unmasking are the same)."""
     n = len(payload)
     if n < _NUMPY_MASK_BYTES:
@@ -96,6 +99,11 @@ def close_payload(code: int, reason: str = "") -> bytes:
     return code.to_bytes(2, "big") + reason.encode()
 
 
+def is_sendable_code(code: int) -> bool:
+    """Whether a close frame may carry ``code`` (§7.4)."""
+    return code in _SENDABLE_CODES or 3000 <= code <= 4999
+
+
 def parse_close(payload: bytes) -> tuple[int, str | None]:
     """The code and reason of a close frame's payload (``NO_STATUS`` when empty)."""
     if not payload:
@@ -103,7 +111,7 @@ def parse_close(payload: bytes) -> tuple[int, str | None]:
     if len(payload) == 1:
         raise FrameError("a close frame with a one-byte payload")
     code = int.from_bytes(payload[:2], "big")
-    if code not in _SENDABLE_CODES and not 3000 <= code <= 4999:
+    if not is_sendable_code(code):
         raise FrameError(f"a close frame with the invalid code {code}")
     try:
         reason = payload[2:].decode()
@@ -125,8 +133,10 @@ class FrameReader:
         self._buf = bytearray()
         self._pos = 0  # where the next frame starts in _buf
         self._kind: int | None = None  # opcode of the message whose fragments are arriving
-        self._parts: list[bytes] = []
-        self._part_bytes = 0
+        # The fragments so far, in one buffer: a list of tiny fragments would cost far more
+        # memory than the bytes they hold.
+        self._message = bytearray()
+        self._fragments = 0
 
     def feed(self, data: bytes | bytearray) -> None:
         self._buf += data
@@ -144,14 +154,14 @@ class FrameReader:
                 return opcode, payload
             if opcode != CONTINUATION:
                 self._kind = opcode
-            self._parts.append(payload)
-            self._part_bytes += len(payload)
+            self._message += payload
+            self._fragments += 1
             if fin:
                 kind = self._kind
                 assert kind is not None  # a continuation outside a message was refused
-                whole = b"".join(self._parts)
-                self._parts.clear()
-                self._part_bytes = 0
+                whole = bytes(self._message)
+                self._message.clear()
+                self._fragments = 0
                 self._kind = None
                 return kind, whole
 
@@ -170,11 +180,15 @@ class FrameReader:
                 return None
             n = int.from_bytes(buf[pos + 2 : pos + 4], "big")
             head = 4
+            if n < 126:
+                raise FrameError("a frame length not in its shortest form")  # §5.2
         elif n == 127:
             if available < 10:
                 return None
             n = int.from_bytes(buf[pos + 2 : pos + 10], "big")
             head = 10
+            if n < 65536:
+                raise FrameError("a frame length not in its shortest form")
         fin = bool(b0 & 0x80)
         opcode = b0 & 0x0F
         self._check_header(b0, b1, fin, opcode, n)
@@ -183,10 +197,11 @@ class FrameReader:
         end = pos + head + n
         if len(buf) < end:
             return None
-        if self._masked:
-            payload = mask(bytes(buf[pos + head : end]), bytes(buf[pos + head - 4 : pos + head]))
-        else:
-            payload = bytes(buf[pos + head : end])
+        with memoryview(buf) as view:  # released before the buffer is resized below
+            if self._masked:
+                payload = mask(view[pos + head : end], bytes(view[pos + head - 4 : pos + head]))
+            else:
+                payload = bytes(view[pos + head : end])
         if end == len(buf):
             buf.clear()
             self._pos = 0
@@ -223,5 +238,8 @@ class FrameReader:
                 raise FrameError("a new message before the previous one's last fragment")
         else:
             raise FrameError(f"a frame with the unknown opcode {opcode:#x}")
-        if self._part_bytes + n > self._max:
+        if len(self._message) + n > self._max:
             raise FrameError(f"a message of more than {self._max} bytes", MESSAGE_TOO_BIG)
+        if opcode == CONTINUATION and self._fragments >= MAX_FRAGMENTS:
+            # Empty fragments would otherwise keep a message open forever at no cost.
+            raise FrameError(f"a message in more than {MAX_FRAGMENTS} fragments", MESSAGE_TOO_BIG)

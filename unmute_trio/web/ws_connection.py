@@ -39,13 +39,13 @@ from unmute_trio.services.ws_frames import (
     BINARY,
     CLOSE,
     INVALID_DATA,
-    NO_STATUS,
     PING,
     PONG,
     TEXT,
     FrameError,
     FrameReader,
     close_payload,
+    is_sendable_code,
     parse_close,
     server_frame,
 )
@@ -86,8 +86,12 @@ class ServerConnection:
                 event = self._event(*frame)
             except FrameError as e:
                 # Answered like a close from the client: hypercorn sends our close frame,
-                # with this code, and ends the stream.
-                self._state = ConnectionState.REMOTE_CLOSING
+                # with this code, and ends the stream; if ours went out already, it just ends.
+                self._state = (
+                    ConnectionState.CLOSED
+                    if self._state is ConnectionState.LOCAL_CLOSING
+                    else ConnectionState.REMOTE_CLOSING
+                )
                 yield CloseConnection(code=e.code, reason=str(e))
                 return
             yield event
@@ -114,6 +118,7 @@ class ServerConnection:
         return CloseConnection(code=code, reason=reason or "")
 
     def send(self, event: Event) -> bytes:
+        # Every message goes out as one final frame: hypercorn 0.18 sends only whole messages.
         state = self._state
         if state is ConnectionState.OPEN:
             if isinstance(event, TextMessage):
@@ -133,7 +138,7 @@ class ServerConnection:
                 if state is ConnectionState.REMOTE_CLOSING
                 else ConnectionState.LOCAL_CLOSING
             )
-            if event.code in (NO_STATUS, ABNORMAL_CLOSURE):  # codes never put on the wire
+            if not is_sendable_code(event.code):  # 1005, 1006, 1015...: never on the wire
                 return server_frame(CLOSE, b"")
             reason = (event.reason or "").encode()[:MAX_CLOSE_REASON_BYTES]
             return server_frame(CLOSE, close_payload(event.code) + _whole_utf8(reason))
