@@ -20,7 +20,7 @@ import trio_websocket
 
 from unmute_trio.errors import ServiceDisconnected, ServiceError, ServiceProtocolError
 from unmute_trio.protocol import moshi
-from unmute_trio.services import moshi_ws
+from unmute_trio.services import moshi_ws, ws_connect
 from unmute_trio.services.stt import connect_stt
 from unmute_trio.services.tts import connect_tts
 
@@ -426,7 +426,7 @@ def test_the_accept_check_takes_a_correct_answer_in_any_case() -> None:
         (b"connection", b"keep-alive, Upgrade"),
         (b"sec-websocket-accept", b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
     ]
-    moshi_ws._check_accept("stt", "ws://x", headers, key)  # no exception
+    ws_connect.check_accept("stt", "ws://x", headers, key)  # no exception
 
 
 @pytest.mark.parametrize(

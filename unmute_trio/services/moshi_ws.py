@@ -22,8 +22,9 @@ here before) runs a reader task per connection that hands every message over thr
 with ~30 messages a second per session from the STT and the TTS, that task switch, its lock and
 its channel cost about a fifth of the time to receive a message (docs/benchmarks.md). Nothing is
 read until the caller asks, so TCP flow control holds a server back when its reader falls
-behind, with no queue in between. The upgrade is HTTP/1.1 through h11; the frames are
-``services.ws_frames`` (wsproto, used before, cost 4-8 times as much per message).
+behind, with no queue in between. The connection and the upgrade (HTTP/1.1 through h11) are
+``services.ws_connect``'s; the frames are ``services.ws_frames`` (wsproto, used before, cost
+4-8 times as much per message).
 
 Closing: on every exit path (normal, error, cancellation, timeout in the middle of the
 handshake) the TCP connection is closed before the context manager returns. A normal exit sends
@@ -46,17 +47,12 @@ is the IP to dial, while the ``Host`` header and the TLS server name stay those 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import os
-import ssl
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Generic, NoReturn, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-import h11
 import trio
 
 from unmute_trio.errors import (
@@ -67,6 +63,7 @@ from unmute_trio.errors import (
 )
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import Error, Ready
+from unmute_trio.services.ws_connect import open_stream, upgrade
 from unmute_trio.services.ws_frames import (
     BINARY,
     CLOSE,
@@ -99,9 +96,6 @@ MAX_MESSAGE_BYTES = 1024 * 1024
 RECEIVE_BYTES = 65536
 # What RFC 6455 calls the close code of a connection that ended without a close frame.
 ABNORMAL_CLOSURE = 1006
-_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
-
-_default_ssl_context: ssl.SSLContext | None = None
 
 
 def endpoint_url(base_url: str, path: str, query: str = "") -> str:
@@ -294,8 +288,10 @@ async def open_moshi_socket(
     try:
         try:
             with trio.fail_after(handshake_timeout_s):
-                stream = await _open_stream(service, url, address)
-                socket = await _upgrade(service, url, stream, decode, api_key)
+                stream = await open_stream(service, url, address)
+                headers = [(API_KEY_HEADER, api_key.encode())]
+                reader = await upgrade(service, url, stream, headers, MAX_MESSAGE_BYTES)
+                socket = MoshiSocket(service, stream, decode, reader)
                 await _expect_ready(socket)
                 if send_after_ready is not None:
                     await socket.send(send_after_ready)
@@ -318,97 +314,6 @@ async def open_moshi_socket(
                 await trio.aclose_forcefully(stream)
 
 
-async def _upgrade(
-    service: str, url: str, stream: trio.abc.Stream, decode: Callable[[bytes], M], api_key: str
-) -> MoshiSocket[M]:
-    """Send the HTTP upgrade and read the answer; the socket once it is accepted."""
-    key = base64.b64encode(os.urandom(16))
-    http = h11.Connection(h11.CLIENT)
-    request = h11.Request(
-        method="GET",
-        target=_request_target(url),
-        headers=[
-            (b"Host", _host_header(url).encode()),
-            (b"Upgrade", b"websocket"),
-            (b"Connection", b"Upgrade"),
-            (b"Sec-WebSocket-Key", key),
-            (b"Sec-WebSocket-Version", b"13"),
-            (API_KEY_HEADER, api_key.encode()),
-        ],
-    )
-    try:
-        await stream.send_all(http.send(request) + (http.send(h11.EndOfMessage()) or b""))
-    except trio.BrokenResourceError as e:
-        raise ServiceDisconnected(
-            service, f"connection lost during the WebSocket upgrade at {url}"
-        ) from e
-    while True:
-        try:
-            event = http.next_event()
-        except h11.RemoteProtocolError as e:
-            raise ServiceProtocolError(service, f"WebSocket handshake failed at {url}: {e}") from e
-        if event is h11.NEED_DATA:
-            try:
-                data = await stream.receive_some(RECEIVE_BYTES)
-            except trio.BrokenResourceError as e:
-                raise ServiceDisconnected(
-                    service, f"connection lost during the WebSocket upgrade at {url}"
-                ) from e
-            if not data:
-                raise ServiceDisconnected(
-                    service,
-                    f"the server closed the connection before answering the upgrade at {url}",
-                )
-            http.receive_data(bytes(data))
-        elif isinstance(event, h11.InformationalResponse) and event.status_code == 101:
-            _check_accept(service, url, event.headers, key)
-            reader = FrameReader(MAX_MESSAGE_BYTES)
-            # What followed the answer in the same read (often Ready) is kept for receive().
-            reader.feed(http.trailing_data[0])
-            return MoshiSocket(service, stream, decode, reader)
-        elif isinstance(event, h11.Response):
-            # A refusal: its status says it all, and the body (which may never end) is not
-            # waited for; the connection is closed on the way out.
-            _refuse(service, url, event.status_code)
-        # Other 1xx answers (100, 103): read on.
-
-
-def _check_accept(
-    service: str, url: str, headers: Iterable[tuple[bytes, bytes]], key: bytes
-) -> None:
-    """The 101 must name the WebSocket protocol and prove it read our key (RFC 6455 §4.1)."""
-    fields: dict[bytes, list[bytes]] = {}
-    for name, value in headers:
-        fields.setdefault(name.lower(), []).append(value)
-    expected = base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID).digest())
-    connection_tokens = {
-        token.strip().lower()
-        for value in fields.get(b"connection", [])
-        for token in value.split(b",")
-    }
-    if [v.lower() for v in fields.get(b"upgrade", [])] != [b"websocket"]:
-        problem = "the 101 answer does not upgrade to websocket"
-    elif b"upgrade" not in connection_tokens:
-        problem = "the 101 answer lacks 'Connection: Upgrade'"
-    elif fields.get(b"sec-websocket-accept") != [expected]:
-        problem = "the 101 answer's Sec-WebSocket-Accept does not match our key"
-    elif b"sec-websocket-extensions" in fields:
-        problem = "the server chose an extension we did not offer"
-    elif b"sec-websocket-protocol" in fields:
-        problem = "the server chose a subprotocol we did not offer"
-    else:
-        return
-    raise ServiceProtocolError(service, f"WebSocket handshake failed at {url}: {problem}")
-
-
-def _refuse(service: str, url: str, status: int) -> NoReturn:
-    if status in (401, 403):
-        detail = f"the server rejected the API key (HTTP {status}) at {url}"
-    else:
-        detail = f"the server refused the WebSocket upgrade with HTTP {status} at {url}"
-    raise ServiceProtocolError(service, detail)
-
-
 async def _expect_ready(socket: MoshiSocket[M]) -> None:
     first = await socket.receive()
     if isinstance(first, Ready):
@@ -420,48 +325,3 @@ async def _expect_ready(socket: MoshiSocket[M]) -> None:
             raise ServiceAtCapacity(socket.service, first.message)
         raise ServiceProtocolError(socket.service, f"error instead of Ready: {first.message}")
     raise ServiceProtocolError(socket.service, f"expected Ready, got {type(first).__name__}")
-
-
-async def _open_stream(service: str, url: str, address: str | None) -> trio.abc.Stream:
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise ValueError(f"not a ws:// or wss:// URL with a host: {url!r}")
-    tls = parts.scheme == "wss"
-    port = parts.port or (443 if tls else 80)
-    target = address or parts.hostname
-    try:
-        tcp = await trio.open_tcp_stream(target, port)
-    except OSError as e:
-        raise ServiceDisconnected(service, f"cannot connect to {target} port {port}: {e}") from e
-    if not tls:
-        return tcp
-    tls_stream = trio.SSLStream(
-        tcp, _ssl_context(), server_hostname=parts.hostname, https_compatible=True
-    )
-    try:
-        await tls_stream.do_handshake()
-    except trio.BrokenResourceError as e:
-        await trio.aclose_forcefully(tls_stream)
-        raise ServiceDisconnected(service, f"TLS handshake with {parts.hostname} failed") from e
-    except BaseException:
-        await trio.aclose_forcefully(tls_stream)
-        raise
-    return tls_stream
-
-
-def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA store takes milliseconds; do it once per process.
-    global _default_ssl_context
-    if _default_ssl_context is None:
-        _default_ssl_context = ssl.create_default_context()
-    return _default_ssl_context
-
-
-def _host_header(url: str) -> str:
-    # netloc keeps IPv6 brackets and omits the port when the URL does.
-    return urlsplit(url).netloc.rpartition("@")[2]
-
-
-def _request_target(url: str) -> str:
-    parts = urlsplit(url)
-    return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
