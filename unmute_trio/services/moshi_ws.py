@@ -24,7 +24,7 @@ its channel cost about a fifth of the time to receive a message (docs/benchmarks
 read until the caller asks, so TCP flow control holds a server back when its reader falls
 behind, with no queue in between. The connection and the upgrade (HTTP/1.1 through h11) are
 ``services.ws_connect``'s; the frames are ``services.ws_frames`` (wsproto, used before, cost
-4-8 times as much per message).
+3 to 8 times as much per message).
 
 Closing: on every exit path (normal, error, cancellation, timeout in the middle of the
 handshake) the TCP connection is closed before the context manager returns. A normal exit sends

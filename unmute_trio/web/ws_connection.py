@@ -1,12 +1,12 @@
 """The server end of a client's WebSocket, for hypercorn, on ``services.ws_frames``.
 
 hypercorn reads and writes WebSocket frames through a ``wsproto.Connection``. Each browser
-session sends ~25 messages a second and receives ~50; wsproto spent ~24 µs to read a 200-byte
-text message and ~7.5 µs to write one (docs/benchmarks.md), a large part of hypercorn's share of
-the server's CPU. :class:`ServerConnection` offers what hypercorn's ``WSStream`` uses of
-wsproto's connection (``receive_data``, ``events``, ``send``, ``state``), with the same events
-and the same state changes, on our own frame codec. ``web/hypercorn_fixes.py`` (fix 5) puts it
-in place once the handshake is accepted.
+session sends ~25 messages a second and receives ~50; wsproto spent ~21 µs to read a 330-byte
+text message and ~3.6 µs to write one, this ~7 µs and ~1 µs (docs/benchmarks.md); reading was a
+large part of hypercorn's share of the server's CPU. :class:`ServerConnection` offers what
+hypercorn's ``WSStream`` uses of wsproto's connection (``receive_data``, ``events``, ``send``,
+``state``), with the same events and the same state changes, on our own frame codec.
+``web/hypercorn_fixes.py`` (fix 5) puts it in place once the handshake is accepted.
 
 It has no extensions: the handshake declines permessage-deflate (see fix 5 for why).
 
