@@ -15,7 +15,8 @@ Where it differs from wsproto, on purpose:
   size limit is checked from each frame's header before its payload is kept).
 - A client that breaks the protocol (an unmasked frame, bad UTF-8, a frame over the size limit)
   gets a close frame with the code that says why (1002, 1007, 1009), as RFC 6455 §7.1.7 asks,
-  and the stream ends. wsproto reported such a close to hypercorn without sending one.
+  and the stream ends. wsproto reported the first two to hypercorn without a close frame (only an
+  oversized message got hypercorn's 1009).
 """
 
 from __future__ import annotations
