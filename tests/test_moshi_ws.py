@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import trio
 import trio_websocket
+from tests.ws_wire import server_frame
 
 from unmute_trio.errors import ServiceDisconnected, ServiceError, ServiceProtocolError
 from unmute_trio.protocol import moshi
@@ -168,17 +169,6 @@ async def test_a_server_closing_after_ready_still_ends_the_stream_in_order(
 # --------------------------------------------------------------------------- the stream itself
 # The client reads and writes its frames itself (services/ws_frames): these servers write WebSocket
 # frames byte by byte, as RFC 6455 lays them out, to check what a general library did for us.
-
-
-def server_frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
-    """A frame as a server sends it (unmasked)."""
-    first = (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        return bytes([first, n]) + payload
-    if n < 65536:
-        return bytes([first, 126]) + n.to_bytes(2, "big") + payload
-    return bytes([first, 127]) + n.to_bytes(8, "big") + payload
 
 
 class ClientFrames:

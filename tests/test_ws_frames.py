@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from tests.ws_wire import server_frame
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
@@ -25,17 +26,6 @@ from unmute_trio.services.ws_frames import (
 # Each side of every boundary of the 7-bit, 16-bit and 64-bit length encodings, and of the
 # switch from the Python-int mask to numpy's.
 SIZES = [0, 1, 3, 4, 5, 125, 126, 127, 1023, 1024, 1025, 9600, 65535, 65536, 70001]
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, first: int | None = None) -> bytes:
-    """A server's frame, written out by hand (unmasked); ``first`` overrides the first byte."""
-    b0 = first if first is not None else (0x80 if fin else 0) | opcode
-    n = len(payload)
-    if n < 126:
-        return bytes([b0, n]) + payload
-    if n < 65536:
-        return bytes([b0, 126]) + n.to_bytes(2, "big") + payload
-    return bytes([b0, 127]) + n.to_bytes(8, "big") + payload
 
 
 def read_all(
@@ -98,13 +88,13 @@ def test_wsproto_server_frames_are_read_whole_however_they_are_cut(step: int | N
 
 def test_fragments_are_joined_around_control_frames() -> None:
     wire = (
-        frame(BINARY, b"ab", fin=False)
-        + frame(PING, b"1")
-        + frame(CONTINUATION, b"", fin=False)
-        + frame(CONTINUATION, b"cd", fin=False)
-        + frame(PONG, b"2")
-        + frame(CONTINUATION, b"e")
-        + frame(TEXT, b"next")
+        server_frame(BINARY, b"ab", fin=False)
+        + server_frame(PING, b"1")
+        + server_frame(CONTINUATION, b"", fin=False)
+        + server_frame(CONTINUATION, b"cd", fin=False)
+        + server_frame(PONG, b"2")
+        + server_frame(CONTINUATION, b"e")
+        + server_frame(TEXT, b"next")
     )
     for step in (None, 1):
         assert read_all(FrameReader(100), wire, step=step) == [
@@ -117,11 +107,11 @@ def test_fragments_are_joined_around_control_frames() -> None:
 
 def test_the_size_limit_counts_the_whole_message_and_refuses_from_the_header() -> None:
     reader = FrameReader(10)
-    assert read_all(reader, frame(BINARY, b"x" * 10)) == [(BINARY, b"x" * 10)]
-    assert read_all(reader, frame(BINARY, b"x" * 6, fin=False)) == []
+    assert read_all(reader, server_frame(BINARY, b"x" * 10)) == [(BINARY, b"x" * 10)]
+    assert read_all(reader, server_frame(BINARY, b"x" * 6, fin=False)) == []
     with pytest.raises(FrameError, match="more than 10 bytes"):
         # Only the header of the fragment that goes over: the payload is never waited for.
-        read_all(reader, frame(CONTINUATION, b"y" * 5)[:2])
+        read_all(reader, server_frame(CONTINUATION, b"y" * 5)[:2])
     reader = FrameReader(1 << 20)
     with pytest.raises(FrameError, match="more than"):
         read_all(reader, b"\x82\x7f" + (1 << 62).to_bytes(8, "big"))
@@ -130,15 +120,18 @@ def test_the_size_limit_counts_the_whole_message_and_refuses_from_the_header() -
 @pytest.mark.parametrize(
     ("wire", "why"),
     [
-        (frame(BINARY, b"", first=0xC2), "reserved bits"),  # RSV1: deflate, never offered
-        (frame(BINARY, b"", first=0x92), "reserved bits"),
+        (server_frame(BINARY, b"", first=0xC2), "reserved bits"),  # RSV1: deflate, never offered
+        (server_frame(BINARY, b"", first=0x92), "reserved bits"),
         (b"\x82\x81abcdx", "masked frame from the server"),
-        (frame(0x3, b""), "unknown opcode 0x3"),
-        (frame(0xB, b""), "unknown opcode 0xb"),
-        (frame(PING, b"", fin=False), "fragmented control frame"),
-        (frame(CLOSE, b"\x03\xe8" + b"r" * 124), "control frame of 126 bytes"),
-        (frame(CONTINUATION, b"x"), "continuation frame outside a message"),
-        (frame(TEXT, b"a", fin=False) + frame(BINARY, b"b"), "before the previous one's last"),
+        (server_frame(0x3, b""), "unknown opcode 0x3"),
+        (server_frame(0xB, b""), "unknown opcode 0xb"),
+        (server_frame(PING, b"", fin=False), "fragmented control frame"),
+        (server_frame(CLOSE, b"\x03\xe8" + b"r" * 124), "control frame of 126 bytes"),
+        (server_frame(CONTINUATION, b"x"), "continuation frame outside a message"),
+        (
+            server_frame(TEXT, b"a", fin=False) + server_frame(BINARY, b"b"),
+            "before the previous one's last",
+        ),
     ],
 )
 def test_frames_a_server_may_not_send_are_refused(wire: bytes, why: str) -> None:
@@ -163,7 +156,10 @@ def test_close_payloads() -> None:
 
 def test_a_buffer_of_many_frames_is_consumed_without_keeping_them() -> None:
     reader = FrameReader(1 << 20)
-    wire = b"".join(frame(BINARY, os.urandom(1000)) for _ in range(200)) + frame(BINARY, b"ab")[:3]
+    wire = (
+        b"".join(server_frame(BINARY, os.urandom(1000)) for _ in range(200))
+        + server_frame(BINARY, b"ab")[:3]
+    )
     assert len(read_all(reader, wire)) == 200
     # Only the partial frame stays buffered: what was read is dropped from the front.
     assert len(reader._buf) - reader._pos == 3
@@ -172,19 +168,19 @@ def test_a_buffer_of_many_frames_is_consumed_without_keeping_them() -> None:
 
 def test_a_message_in_too_many_fragments_is_refused_even_if_they_are_empty() -> None:
     reader = FrameReader(1 << 20)
-    wire = frame(BINARY, b"", fin=False) + frame(CONTINUATION, b"", fin=False) * 1023
+    wire = server_frame(BINARY, b"", fin=False) + server_frame(CONTINUATION, b"", fin=False) * 1023
     assert read_all(reader, wire) == []
     with pytest.raises(FrameError, match="more than 1024 fragments") as info:
-        read_all(reader, frame(CONTINUATION, b""))
+        read_all(reader, server_frame(CONTINUATION, b""))
     assert info.value.code == 1009
 
 
 def test_fragments_are_kept_in_one_buffer() -> None:
     reader = FrameReader(1 << 20)
-    wire = frame(TEXT, b"a", fin=False) + frame(CONTINUATION, b"bc", fin=False)
+    wire = server_frame(TEXT, b"a", fin=False) + server_frame(CONTINUATION, b"bc", fin=False)
     assert read_all(reader, wire) == []
     assert reader._message == bytearray(b"abc")  # not a list of tiny bytes objects
-    assert read_all(reader, frame(CONTINUATION, b"d")) == [(TEXT, b"abcd")]
+    assert read_all(reader, server_frame(CONTINUATION, b"d")) == [(TEXT, b"abcd")]
     assert reader._message == bytearray()
 
 
@@ -204,4 +200,4 @@ def test_a_server_reads_masked_frames_and_refuses_unmasked_ones() -> None:
     wire = b"".join(ws_frames.client_frame(BINARY, p) for p in payloads)
     assert read_all(reader, wire, step=999) == [(BINARY, p) for p in payloads]
     with pytest.raises(FrameError, match="unmasked frame from the client"):
-        read_all(reader, frame(BINARY, b"x"))
+        read_all(reader, server_frame(BINARY, b"x"))

@@ -65,6 +65,7 @@ from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import Error, Ready
 from unmute_trio.services.ws_connect import open_stream, upgrade
 from unmute_trio.services.ws_frames import (
+    ABNORMAL_CLOSURE,
     BINARY,
     CLOSE,
     PING,
@@ -94,8 +95,6 @@ CLOSE_TIMEOUT_S = 1.0
 MAX_MESSAGE_BYTES = 1024 * 1024
 # Bytes asked of the TCP stream per read: several messages when the server is ahead.
 RECEIVE_BYTES = 65536
-# What RFC 6455 calls the close code of a connection that ended without a close frame.
-ABNORMAL_CLOSURE = 1006
 
 
 def endpoint_url(base_url: str, path: str, query: str = "") -> str:

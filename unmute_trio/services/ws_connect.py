@@ -12,7 +12,6 @@ did not offer, is ``ServiceProtocolError``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import os
 import ssl
 from collections.abc import Iterable
@@ -21,11 +20,11 @@ from urllib.parse import urlsplit
 
 import h11
 import trio
+from wsproto.utilities import generate_accept_token
 
 from unmute_trio.errors import ServiceDisconnected, ServiceProtocolError
 from unmute_trio.services.ws_frames import FrameReader
 
-_WEBSOCKET_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 # Bytes asked of the TCP stream per read while the answer is coming.
 RECEIVE_BYTES = 65536
 
@@ -143,7 +142,7 @@ def check_accept(
     fields: dict[bytes, list[bytes]] = {}
     for name, value in headers:
         fields.setdefault(name.lower(), []).append(value)
-    expected = base64.b64encode(hashlib.sha1(key + _WEBSOCKET_GUID).digest())
+    expected = generate_accept_token(key)
     connection_tokens = {
         token.strip().lower()
         for value in fields.get(b"connection", [])

@@ -37,6 +37,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError
 
 from unmute_trio.services.ws_frames import (
+    ABNORMAL_CLOSURE,
     BINARY,
     CLOSE,
     INVALID_DATA,
@@ -51,7 +52,6 @@ from unmute_trio.services.ws_frames import (
     server_frame,
 )
 
-ABNORMAL_CLOSURE = 1006
 MAX_CLOSE_REASON_BYTES = 123  # a control frame's 125 bytes, less the code
 
 
