@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import sphn
 import trio
+import trio.testing
 
 from tests.conftest import closed_port
 from tests.session_helpers import greet
@@ -285,7 +286,7 @@ async def test_wait_for_finds_events_in_order_whenever_they_arrive() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(waiter)
         for n in range(4):
-            await trio.sleep(0.01)
+            await trio.testing.wait_all_tasks_blocked()  # the waiter is waiting again
             client.events.append({"type": "c", "n": n})
             client._wake()
     assert found == [{"type": "c", "n": 2}]
