@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import trio
 import trio_websocket
-from tests.ws_wire import server_frame
 
+from tests.ws_wire import server_frame
 from unmute_trio.errors import ServiceDisconnected, ServiceError, ServiceProtocolError
 from unmute_trio.protocol import moshi
 from unmute_trio.services import moshi_ws, ws_connect

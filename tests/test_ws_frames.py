@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 
 import pytest
-from tests.ws_wire import server_frame
 from wsproto import ConnectionType
 from wsproto.connection import Connection
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 
+from tests.ws_wire import server_frame
 from unmute_trio.services import ws_frames
 from unmute_trio.services.ws_frames import (
     BINARY,
