@@ -20,7 +20,7 @@ from unmute_trio.loadtest.floor import (
     llm_tts_floor,
     pause_detection_delay,
 )
-from unmute_trio.loadtest.microphone import OggStream, encode_microphone, ogg_crc, split_pages
+from unmute_trio.loadtest.microphone import OggStream, encode_microphone, split_pages
 from unmute_trio.loadtest.report import (
     LATENCY_SERIES,
     ConversationResult,
@@ -33,6 +33,7 @@ from unmute_trio.loadtest.report import (
 from unmute_trio.loadtest.runner import LoadTestConfig, LoadTestError, http_base, run_load_test
 from unmute_trio.loadtest.table import format_summary
 from unmute_trio.loadtest.timing import TurnProblem, measure_turn
+from unmute_trio.protocol.ogg_opus import ogg_crc
 from unmute_trio.testing.harness import conversation_stack
 from unmute_trio.testing.speech import speech_like
 from unmute_trio.testing.tts_sim import TtsSimConfig

@@ -357,6 +357,8 @@ async def test_telephone_audio_and_items_after_a_reply() -> None:
             await run_sdk(stack.base_url, script)
         # The first reply's frames (the second reply, after the deletion, has its own stream).
         frames = next(r.frames_sent for r in stack.tts.connections_log if r.frames_sent)
+        # PCM from the TTS even though UNMUTE_TTS_AUDIO defaults to opus (Unmute dialect only).
+        assert {r.format for r in stack.tts.connections_log} == {"PcmMessagePack"}
         llm_requests = [r.body for r in stack.llm.requests if r.path == "/v1/chat/completions"]
 
     assert seen["session"]["audio"]["output"]["format"]["type"] == "audio/pcmu"

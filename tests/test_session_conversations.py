@@ -3,6 +3,7 @@ the protocol-exact simulators, on virtual time (see ``virtual_clock``)."""
 
 from __future__ import annotations
 
+import pytest
 import trio
 from trio_websocket import open_websocket_url
 
@@ -62,6 +63,28 @@ async def test_greeting_is_spoken_after_session_update(virtual_clock) -> None:
             spoken = client.transcript("assistant")
             planned = client.of_type("response.text.done")[0]["text"]
             assert spoken and spoken.split()[0] in planned
+        await wait_service_connections_closed(stack)
+
+
+@pytest.mark.parametrize(
+    ("tts_audio", "tts_format"), [("opus", "OggOpusMessagePack"), ("pcm", "PcmMessagePack")]
+)
+async def test_bot_audio_arrives_whole_in_either_tts_format(
+    virtual_clock, tts_audio: str, tts_format: str
+) -> None:
+    """UNMUTE_TTS_AUDIO: Opus packets passed on, or PCM encoded here; the client's one Ogg
+    stream decodes (sphn) to every sample the TTS sent, across two replies."""
+    async with conversation_stack(tts_audio=tts_audio) as stack:
+        async with VoiceClient.connect(stack.realtime_url) as client:
+            with trio.fail_after(120):
+                await greet(client)
+                mark = len(client.events)
+                await say(client, 1.5, seed=0)
+                await wait_while_silent(client, "response.audio.done", after=mark)
+        records = list(stack.tts.connections_log)
+        assert [r.format for r in records] == [tts_format] * 2
+        assert client.bot_samples_heard == sum(r.frames_sent for r in records) * 1920
+        assert client.bot_peak > 0.05
         await wait_service_connections_closed(stack)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+import sphn
 import trio
 
 from unmute_trio.errors import (
@@ -15,8 +16,17 @@ from unmute_trio.errors import (
     ServiceProtocolError,
     ServiceTimeout,
 )
-from unmute_trio.protocol.moshi import SAMPLES_PER_FRAME, Audio, TextOut, Voice, encode
-from unmute_trio.services.tts import TextToSpeech, connect_tts, tts_query
+from unmute_trio.protocol.moshi import (
+    SAMPLES_PER_FRAME,
+    Audio,
+    OggOpus,
+    TextOut,
+    Voice,
+    decode_tts_server,
+    encode,
+)
+from unmute_trio.protocol.ogg_opus import OggOpusWriter, OpusPackets
+from unmute_trio.services.tts import TextToSpeech, TtsMessage, connect_tts, tts_query
 from unmute_trio.testing.tts_sim import TtsSimConfig, TtsSimulator
 
 
@@ -186,3 +196,63 @@ async def test_refused_connection_is_disconnected() -> None:
 )
 def test_tts_query(voice: str | None, query: str) -> None:
     assert tts_query(voice) == query
+    opus = query.replace("PcmMessagePack", "OggOpusMessagePack")
+    assert tts_query(voice, opus=True) == opus
+
+
+async def test_opus_packets_from_the_simulator(nursery: trio.Nursery) -> None:
+    """format=OggOpusMessagePack: the OggOpus pages are read into whole audio packets."""
+    sim, url = await start_sim(nursery, seconds_per_word=0.16)
+    async with connect_tts(url, opus=True) as tts:
+        await tts.send_text("one two three")
+        await tts.send_eos()
+        messages = await receive_all_opus(tts)
+    record = sim.connections_log[-1]
+    assert record.format == "OggOpusMessagePack" and record.end == "finished"
+    audio = [m for m in messages if isinstance(m, OpusPackets)]
+    assert [m.text for m in messages if isinstance(m, TextOut)] == ["one", "two", "three"]
+    # One message per 1920-sample frame: two 40 ms packets each, the headers dropped.
+    assert len(audio) == record.frames_sent == 6
+    assert all(len(a.packets) == 2 and a.samples == SAMPLES_PER_FRAME for a in audio)
+    assert tts.received_samples == 6 * SAMPLES_PER_FRAME
+    # They are real Opus: a stream made of them decodes to that many samples of sound.
+    pcm = sphn.OpusStreamReader(24_000).append_bytes(
+        OggOpusWriter().pages([p for a in audio for p in a.packets])
+    )
+    assert np.asarray(pcm).size == 6 * SAMPLES_PER_FRAME and np.abs(pcm).max() > 0.1
+
+
+async def receive_all_opus(tts: TextToSpeech) -> list[TtsMessage]:
+    messages: list[TtsMessage] = []
+    with trio.fail_after(2):
+        while (message := await tts.receive()) is not None:
+            messages.append(message)
+    return messages
+
+
+class _OneMessage:
+    """A transport that delivers one encoded server message, as a socket would hand it over."""
+
+    def __init__(self, message: OggOpus) -> None:
+        self._pending = [encode(message)]
+
+    async def send(self, data: bytes) -> None:
+        pass
+
+    async def receive(self) -> object:
+        return decode_tts_server(self._pending.pop()) if self._pending else None
+
+
+@pytest.mark.parametrize(
+    ("opus", "data", "error"),
+    [
+        (False, OggOpusWriter().pages([b"\xf8\x01"]), "OggOpus audio, but PcmMessagePack"),
+        (True, b"RIFF" + bytes(40), "broken Ogg/Opus audio: not an Ogg page"),
+    ],
+)
+async def test_opus_that_cannot_be_used_is_a_protocol_error(
+    opus: bool, data: bytes, error: str
+) -> None:
+    tts = TextToSpeech(_OneMessage(OggOpus(data=data)), opus=opus)  # type: ignore[arg-type]
+    with pytest.raises(ServiceProtocolError, match=error):
+        await tts.receive()

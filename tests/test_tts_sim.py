@@ -10,6 +10,7 @@ import httpx
 import msgpack
 import numpy as np
 import pytest
+import sphn
 import trio
 from trio_websocket import (
     ConnectionClosed,
@@ -19,6 +20,7 @@ from trio_websocket import (
 )
 
 from tests.local_engines import config_fields, local_tts_engine
+from unmute_trio.protocol.ogg_opus import OpusAudioReader
 from unmute_trio.testing import tts_sim
 from unmute_trio.testing.sim_base import BUILD_INFO
 from unmute_trio.testing.speech import speech_like
@@ -304,3 +306,31 @@ def test_word_audio_is_synthesised_once_and_cannot_be_changed() -> None:
     assert not np.array_equal(tts_sim._word_audio(7200, 1235), first)
     with pytest.raises(ValueError):
         first[0] = 0.5
+
+
+@pytest.mark.simulator_only
+async def test_ogg_packets_from_the_cache_are_those_of_one_continuous_encoder(
+    start_sim: StartSim,
+) -> None:
+    """The simulator reuses packets encoded for another stream given the same audio; a stream
+    that then diverges encodes on, caught up. Either way each stream's packets are exactly
+    those one sphn encoder, fed the stream's whole audio, would write."""
+    _, url = await start_sim()
+    tts_sim._opus_cache.clear()
+
+    async def speak(text: str, fmt: str) -> list[dict[str, Any]]:
+        with trio.fail_after(TIMEOUT_S):
+            async with open_websocket_url(url + f"?format={fmt}", extra_headers=KEY) as ws:
+                await ws.send_message(packb({"type": "Text", "text": text}))
+                await ws.send_message(packb({"type": "Eos"}))
+                messages, _, _ = await read_until_closed(ws)
+        return messages
+
+    # 0.3 s a word: "one two" is 8 frames (the last padded), the longer text 15, 7 shared.
+    for text, cached in (("one two", 8), ("one two", 8), ("one two three four", 16)):
+        pages = b"".join(m["data"] for m in await speak(text, "OggOpusMessagePack") if "data" in m)
+        pcm = [m["pcm"] for m in await speak(text, "PcmMessagePack") if m["type"] == "Audio"]
+        encoder = sphn.OpusStreamWriter(24_000)
+        expected = b"".join(encoder.append_pcm(np.asarray(f, np.float32)) for f in pcm)
+        assert OpusAudioReader().feed(pages) == OpusAudioReader().feed(expected)
+        assert len(tts_sim._opus_cache) == cached  # the second "one two" encoded nothing

@@ -18,6 +18,8 @@ from urllib.parse import SplitResult, urlsplit
 # The repository root holds voices.yaml; an editable install (``make run``) finds it here.
 # Which forwarding headers a trusted proxy sets (docs/deployment.md).
 ProxyMode = Literal["x-forwarded", "forwarded"]
+# What an Unmute-dialect session asks the TTS for (docs/configuration.md).
+TtsAudio = Literal["opus", "pcm"]
 
 _REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -105,6 +107,10 @@ class Settings:
     # 10 s moves a 4 MiB body (UNMUTE_MAX_UPLOAD_BYTES) at 3.4 Mbit/s and the page's recorded
     # sample (~10 s of 24 kHz WAV, ~0.5 MB) at 0.4 Mbit/s.
     upload_body_timeout_s: float = 10.0
+    # Unmute-dialect sessions ask the TTS for Opus (OggOpusMessagePack) and pass its packets to
+    # the browser without decoding them; "pcm" asks for PcmMessagePack and encodes here, as the
+    # original does (for a TTS that cannot send Opus). OpenAI-dialect sessions always take PCM.
+    tts_audio: TtsAudio = "opus"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +156,7 @@ class Settings:
                 env, "UNMUTE_TRUSTED_PROXY_HOPS", d.trusted_proxy_hops, minimum=0
             ),
             proxy_headers=_proxy_headers(env, "UNMUTE_PROXY_HEADERS", d.proxy_headers),
+            tts_audio=_tts_audio(env, "UNMUTE_TTS_AUDIO", d.tts_audio),
             drain_timeout_s=_float(env, "UNMUTE_DRAIN_TIMEOUT_S", d.drain_timeout_s),
             first_event_timeout_s=_float(
                 env, "UNMUTE_FIRST_EVENT_TIMEOUT_S", d.first_event_timeout_s
@@ -286,4 +293,13 @@ def _proxy_headers(env: Mapping[str, str], name: str, default: ProxyMode) -> Pro
     for mode in modes:
         if raw == mode:
             return mode
-    raise SettingsError(name, f"{raw!r} is not one of x-forwarded, forwarded")
+    raise SettingsError(name, f"{raw!r} is not one of {', '.join(modes)}")
+
+
+def _tts_audio(env: Mapping[str, str], name: str, default: TtsAudio) -> TtsAudio:
+    raw = (_optional(env, name) or default).lower()
+    kinds: tuple[TtsAudio, ...] = ("opus", "pcm")
+    for kind in kinds:
+        if raw == kind:
+            return kind
+    raise SettingsError(name, f"{raw!r} is not one of {', '.join(kinds)}")

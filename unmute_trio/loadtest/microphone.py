@@ -16,15 +16,14 @@ utterances start whenever the conversation asks.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import struct
-import zlib
 from collections.abc import Sequence
 
 import numpy as np
 import sphn
 
 from unmute_trio.protocol.moshi import SAMPLE_RATE
+from unmute_trio.protocol.ogg_opus import ogg_crc
 from unmute_trio.testing.speech import silence
 
 PAGE_SAMPLES = 960  # 40 ms per page, one Opus packet, as the Unmute frontend sends
@@ -38,23 +37,7 @@ _SETTLE_S = 1.0  # silence encoded before the pool and after each utterance (the
 _GRANULE = struct.Struct("<q")
 _SEQUENCE = struct.Struct("<I")
 _GRANULE_AT, _SEQUENCE_AT, _CRC_AT, _SEGMENTS_AT = 6, 18, 22, 26
-_BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
 _NO_CRC = bytes(4)
-
-
-def ogg_crc(page: bytes | bytearray) -> int:
-    """Ogg's CRC-32 (polynomial 0x04C11DB7, MSB first, no initial value or final xor) of a page
-    whose CRC field is zero, computed with zlib's reflected CRC-32 on bit-reversed bytes: C
-    speed, where a Python loop would cost more than the encoding it replaces."""
-    linear = zlib.crc32(page.translate(_BIT_REVERSED)) ^ _zeros_crc(len(page))
-    # Reverse the 32 bits: reverse the byte order and the bits of each byte.
-    return int.from_bytes(linear.to_bytes(4, "little").translate(_BIT_REVERSED), "big")
-
-
-@functools.lru_cache(maxsize=256)
-def _zeros_crc(n: int) -> int:
-    """zlib's CRC-32 of ``n`` zero bytes (pages come in a few sizes)."""
-    return zlib.crc32(bytes(n))
 
 
 def split_pages(data: bytes) -> list[bytes]:

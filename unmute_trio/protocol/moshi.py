@@ -149,14 +149,14 @@ class TextOut(_Msg):
 
 
 TtsClientMessage = Annotated[TextIn | Voice | Eos, Field(discriminator="type")]
-TtsServerMessage = Annotated[Ready | Error | Audio | TextOut, Field(discriminator="type")]
+TtsServerMessage = Annotated[Ready | Error | Audio | OggOpus | TextOut, Field(discriminator="type")]
 
 _STT_CLIENT: TypeAdapter[Audio | Marker | OggOpus] = TypeAdapter(SttClientMessage)
 _STT_SERVER: TypeAdapter[Ready | Error | Word | EndWord | Step | Marker] = TypeAdapter(
     SttServerMessage
 )
 _TTS_CLIENT: TypeAdapter[TextIn | Voice | Eos] = TypeAdapter(TtsClientMessage)
-_TTS_SERVER: TypeAdapter[Ready | Error | Audio | TextOut] = TypeAdapter(TtsServerMessage)
+_TTS_SERVER: TypeAdapter[Ready | Error | Audio | OggOpus | TextOut] = TypeAdapter(TtsServerMessage)
 
 
 # ------------------------------------------------------------------ codec
@@ -233,7 +233,7 @@ def decode_tts_client(data: bytes) -> TextIn | Voice | Eos:
     return _decode(data, "TTS client message", _TTS_CLIENT)
 
 
-def decode_tts_server(data: bytes) -> Ready | Error | Audio | TextOut:
+def decode_tts_server(data: bytes) -> Ready | Error | Audio | OggOpus | TextOut:
     audio = _decode_audio_fast(data)
     if audio is not None:
         return audio

@@ -7,11 +7,13 @@ Usage (one task sends, another receives)::
         await tts.send_eos()
         while (message := await tts.receive()) is not None:
             ...                               # Audio (1920 samples) or TextOut (start_s, stop_s)
+                                              # (OpusPackets instead of Audio with opus=True)
 
 API
 - :func:`connect_tts` ``(url, *, voice=None, custom_voice_message=None, address=None,
-  api_key="public_token", handshake_timeout_s=0.5)``: async context manager. Connects to
-  ``<url>/api/tts_streaming?format=PcmMessagePack&voice=<url-escaped voice>``, waits for
+  api_key="public_token", handshake_timeout_s=0.5, opus=False)``: async context manager.
+  Connects to ``<url>/api/tts_streaming?format=PcmMessagePack&voice=<url-escaped voice>``
+  (``format=OggOpusMessagePack`` with ``opus=True``), waits for
   ``Ready`` and yields a :class:`TextToSpeech`. A ``custom:`` voice is not put in the URL: its
   ``custom_voice_message`` (the raw msgpack ``Voice`` message stored from the voice-cloning
   service) is sent verbatim right after ``Ready``, before any text, within the handshake
@@ -20,7 +22,11 @@ API
 - :meth:`TextToSpeech.send_text`, :meth:`TextToSpeech.send_eos`.
 - :meth:`TextToSpeech.receive`: the next ``Audio`` or ``TextOut``; ``None`` once the server
   has finished after ``Eos`` and closed the stream in order. A close before ``Eos`` (or with an
-  error code) raises ``ServiceDisconnected``.
+  error code) raises ``ServiceDisconnected``. With ``opus=True`` the server's ``OggOpus`` pages
+  are read here (``protocol/ogg_opus.py``) and their audio packets handed over as
+  ``OpusPackets`` (one per message that completes a packet; the OpusHead is checked for one
+  channel, OpusTags dropped); ``Audio`` is still accepted. Without it, ``OggOpus`` is a
+  protocol error.
 
 Pacing audio to real time is the session's job; this client hands messages over as they come.
 
@@ -47,12 +53,14 @@ from unmute_trio.protocol.moshi import (
     Audio,
     Eos,
     Error,
+    OggOpus,
     Ready,
     TextIn,
     TextOut,
     decode_tts_server,
     encode,
 )
+from unmute_trio.protocol.ogg_opus import OggFormatError, OpusAudioReader, OpusPackets
 from unmute_trio.protocol.tts_text import clean_text_for_tts
 from unmute_trio.services.moshi_ws import MoshiTransport, endpoint_url, open_moshi_socket
 from unmute_trio.voice_store import CUSTOM_VOICE_PREFIX
@@ -62,13 +70,14 @@ log = logging.getLogger(__name__)
 SERVICE = "tts"
 TTS_PATH = "/api/tts_streaming"
 
-TtsMessage = Audio | TextOut
-_ServerMessage = Ready | Error | Audio | TextOut
+TtsMessage = Audio | OpusPackets | TextOut
+_ServerMessage = Ready | Error | Audio | OggOpus | TextOut
 
 
-def tts_query(voice: str | None) -> str:
-    """The query string: always ``format=PcmMessagePack``, plus the named voice if any."""
-    query = "format=PcmMessagePack"
+def tts_query(voice: str | None, *, opus: bool = False) -> str:
+    """The query string: ``format=PcmMessagePack`` (or ``OggOpusMessagePack``), plus the named
+    voice if any."""
+    query = "format=OggOpusMessagePack" if opus else "format=PcmMessagePack"
     if voice and not voice.startswith(CUSTOM_VOICE_PREFIX):
         query += "&voice=" + quote(voice, safe="")
     return query
@@ -77,8 +86,9 @@ def tts_query(voice: str | None) -> str:
 class TextToSpeech:
     """One open TTS stream (one bot reply). Create it with :func:`connect_tts`."""
 
-    def __init__(self, socket: MoshiTransport[_ServerMessage]) -> None:
+    def __init__(self, socket: MoshiTransport[_ServerMessage], *, opus: bool = False) -> None:
         self._socket = socket
+        self._opus = OpusAudioReader() if opus else None
         self._eos_sent = False
         self.received_samples = 0
         self._first_text_at: float | None = None
@@ -113,8 +123,14 @@ class TextToSpeech:
                     raise ServiceDisconnected(SERVICE, "the server closed the stream before Eos")
                 return None
             if isinstance(message, Audio):
-                self._on_audio(message)
+                self._on_audio(len(message.pcm))
                 return message
+            if isinstance(message, OggOpus):
+                packets = self._read_opus(message.data)
+                if packets is not None:
+                    self._on_audio(packets.samples)
+                    return packets
+                continue
             if isinstance(message, TextOut):
                 metrics.TTS_RECV_WORDS.inc()
                 return message
@@ -122,9 +138,19 @@ class TextToSpeech:
                 raise ServiceProtocolError(SERVICE, f"error from the server: {message.message}")
             # Ready again: harmless, nothing to report.
 
-    def _on_audio(self, audio: Audio) -> None:
+    def _read_opus(self, data: bytes) -> OpusPackets | None:
+        """The audio packets that ``data`` completes, or None (headers, part of a page)."""
+        if self._opus is None:
+            raise ServiceProtocolError(SERVICE, "OggOpus audio, but PcmMessagePack was asked")
+        try:
+            packets = self._opus.feed(data)
+        except OggFormatError as e:
+            raise ServiceProtocolError(SERVICE, f"broken Ogg/Opus audio: {e}") from None
+        return OpusPackets.of(packets) if packets else None
+
+    def _on_audio(self, samples: int) -> None:
         metrics.TTS_RECV_FRAMES.inc()
-        self.received_samples += len(audio.pcm)
+        self.received_samples += samples
         if not self._first_audio_seen and self._first_text_at is not None:
             self._first_audio_seen = True
             metrics.TTS_TTFT.observe(trio.current_time() - self._first_text_at)
@@ -145,6 +171,7 @@ async def connect_tts(
     address: str | None = None,
     api_key: str = "public_token",
     handshake_timeout_s: float = 0.5,
+    opus: bool = False,
 ) -> AsyncIterator[TextToSpeech]:
     """Open a TTS stream at ``url`` (e.g. ``ws://tts:8080``); see the module docstring."""
     is_custom = voice is not None and voice.startswith(CUSTOM_VOICE_PREFIX)
@@ -154,14 +181,14 @@ async def connect_tts(
         log.warning("Custom voice %s is not known (expired?); using the default voice", voice)
     async with open_moshi_socket(
         SERVICE,
-        endpoint_url(url, TTS_PATH, tts_query(voice)),
+        endpoint_url(url, TTS_PATH, tts_query(voice, opus=opus)),
         decode_tts_server,
         api_key=api_key,
         handshake_timeout_s=handshake_timeout_s,
         address=address,
         send_after_ready=custom_voice_message,
     ) as socket:
-        tts = TextToSpeech(socket)
+        tts = TextToSpeech(socket, opus=opus)
         metrics.TTS_SESSIONS.inc()
         metrics.TTS_ACTIVE_SESSIONS.inc()
         try:

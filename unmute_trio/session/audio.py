@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 
 import numpy as np
 import sphn
 
 from unmute_trio.protocol.moshi import SAMPLE_RATE
+from unmute_trio.protocol.ogg_opus import OggOpusWriter, OpusAudioReader, OpusPackets
 
 # Ogg page header (RFC 3533 §6): "OggS", version 0, header type flags, granule position (8),
 # serial number (4), page sequence number (4), CRC (4), number of segments, then the segment
@@ -174,21 +176,27 @@ class OpusInput:
 
 
 class OpusOutput:
-    """Encodes the bot's float32 mono PCM at 24 kHz into one streaming Ogg/Opus stream.
+    """The bot's audio as one streaming Ogg/Opus stream for the whole connection.
 
-    The first :meth:`encode` call returns the OpusHead and OpusTags header pages (with audio
-    pages when enough samples were given); later calls return the audio pages completed by the
-    new samples, or ``b""`` while the encoder waits for a whole Opus packet. Every non-empty
-    result is sent as is: the concatenation is one valid Ogg stream, which is what the browser's
-    decoder expects for the whole connection.
+    Two sources feed the same stream (:class:`~unmute_trio.protocol.ogg_opus.OggOpusWriter`):
+    Opus packets from the TTS (:meth:`packets`, re-framed without decoding) and float32 mono
+    PCM at 24 kHz (:meth:`encode`, through one sphn encoder whose packets are taken out of its
+    own Ogg pages). The first non-empty result starts with the OpusHead and OpusTags pages;
+    later ones hold the audio pages of the new packets, or ``b""`` while the encoder waits for a
+    whole packet. Every non-empty result is sent as is: the concatenation is one valid Ogg
+    stream, which is what the browser's decoder expects for the whole connection.
 
     Cost, measured on the project's 2-core box (sphn 0.2.1, 10 s of ``speech_like`` audio in
-    1920-sample frames): about 190 µs of CPU per 80 ms frame, i.e. ~0.24 % of one core while the
-    bot speaks. Decoding the browser's input costs about 55 µs per 80 ms.
+    1920-sample frames): about 190 µs of CPU per 80 ms frame to encode PCM, i.e. ~0.24 % of one
+    core while the bot speaks; re-framing the TTS's packets costs a few µs (docs/benchmarks.md).
+    Decoding the browser's input costs about 55 µs per 80 ms.
     """
 
     def __init__(self, sample_rate: int = SAMPLE_RATE) -> None:
-        self._writer = sphn.OpusStreamWriter(sample_rate)
+        self._sample_rate = sample_rate
+        self._stream = OggOpusWriter()
+        self._encoder: sphn.OpusStreamWriter | None = None  # made for the first PCM
+        self._encoded = OpusAudioReader()
         self.samples_encoded = 0
 
     def encode(self, pcm: np.ndarray) -> bytes:
@@ -196,12 +204,20 @@ class OpusOutput:
             raise ValueError(f"expected mono PCM (a 1-D array), got shape {pcm.shape}")
         if len(pcm) == 0:
             return b""
+        if self._encoder is None:
+            self._encoder = sphn.OpusStreamWriter(self._sample_rate)
         # sphn refuses anything but a contiguous 1-D float32 array.
         samples = np.ascontiguousarray(pcm, dtype=np.float32)
         self.samples_encoded += len(samples)
-        return self._writer.append_pcm(samples)
+        return self._stream.pages(self._encoded.feed(self._encoder.append_pcm(samples)))
 
-    def encode_base64(self, pcm: np.ndarray) -> str | None:
-        """:meth:`encode` as the base64 text of ``response.audio.delta``; ``None`` if empty."""
-        ogg = self.encode(pcm)
+    def packets(self, packets: Sequence[bytes]) -> bytes:
+        return self._stream.pages(packets)
+
+    def encode_base64(self, audio: np.ndarray | OpusPackets) -> str | None:
+        """The base64 text of ``response.audio.delta`` for PCM or packets; ``None`` if empty."""
+        if isinstance(audio, OpusPackets):
+            ogg = self.packets(audio.packets)
+        else:
+            ogg = self.encode(audio)
         return base64.b64encode(ogg).decode("ascii") if ogg else None

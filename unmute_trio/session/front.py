@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from unmute_trio.conversation.events import Event, Note
 from unmute_trio.protocol.instructions import Instructions
+from unmute_trio.protocol.ogg_opus import OpusPackets
 
 
 class SessionPort(Protocol):
@@ -45,15 +46,20 @@ class SessionPort(Protocol):
 
 
 class ClientFront(Protocol):
+    # Whether bot turns ask the TTS for Opus (``OggOpusMessagePack``) rather than PCM: a front
+    # that sends Opus to its client passes the TTS's packets on without decoding them.
+    tts_opus: bool
+
     async def serve(self, session: SessionPort) -> None:
         """Read the client's frames until the session ends (the task is cancelled then)."""
 
     def present(self, note: Note) -> list[BaseModel]:
         """The events that tell the client this note (possibly none)."""
 
-    def audio_event(self, pcm: np.ndarray, turn_id: int) -> BaseModel | None:
-        """The event carrying these samples of bot turn ``turn_id``, or ``None`` while the
-        encoder waits for more. Called by the writer, in sending order."""
+    def audio_event(self, audio: np.ndarray | OpusPackets, turn_id: int) -> BaseModel | None:
+        """The event carrying this audio of bot turn ``turn_id`` (PCM, or Opus packets when
+        :attr:`tts_opus`), or ``None`` while the encoder waits for more. Called by the writer,
+        in sending order."""
 
     def encode(self, event: BaseModel) -> str:
         """The text frame for an event."""

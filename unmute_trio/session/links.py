@@ -26,9 +26,10 @@ class ServiceLinks(Protocol):
         ...
 
     def open_tts(
-        self, voice: str | None, custom_voice_message: bytes | None
+        self, voice: str | None, custom_voice_message: bytes | None, *, opus: bool = False
     ) -> AbstractAsyncContextManager[TextToSpeech]:
-        """One TTS stream for one reply, in ``voice``; ``ServiceError`` when none takes it."""
+        """One TTS stream for one reply, in ``voice``, sending Opus packets (``opus``) or PCM;
+        ``ServiceError`` when no instance takes it."""
         ...
 
 
@@ -48,7 +49,7 @@ class NetworkLinks:
         )
 
     def open_tts(
-        self, voice: str | None, custom_voice_message: bytes | None
+        self, voice: str | None, custom_voice_message: bytes | None, *, opus: bool = False
     ) -> AbstractAsyncContextManager[TextToSpeech]:
         s = self._settings
         connect = functools.partial(
@@ -56,6 +57,7 @@ class NetworkLinks:
             voice=voice,
             custom_voice_message=custom_voice_message,
             api_key=s.kyutai_api_key,
+            opus=opus,
         )
         return open_service(
             "tts", s.tts_url, connect, attempt_timeout_s=s.service_connect_timeout_s

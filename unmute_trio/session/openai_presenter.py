@@ -34,6 +34,7 @@ from unmute_trio.conversation.events import (
 from unmute_trio.conversation.messages import CANCELLED_BY_CLIENT
 from unmute_trio.protocol.g711 import InputAudioDecoder, OutputAudioEncoder
 from unmute_trio.protocol.moshi import SAMPLE_RATE
+from unmute_trio.protocol.ogg_opus import OpusPackets
 from unmute_trio.protocol.openai_event_builder import PartRef, ServerEvents
 from unmute_trio.protocol.openai_items import (
     FunctionCallItem,
@@ -80,6 +81,7 @@ class _Response:
 
 
 class OpenAIPresenter:
+    tts_opus = False  # its audio formats are PCM16 and G.711: the TTS sends PCM
     """Notes and audio → GA server events, and the bookkeeping of items and responses that
     both halves of the front share."""
 
@@ -308,12 +310,14 @@ class OpenAIPresenter:
             )
         return out
 
-    def audio_event(self, pcm: np.ndarray, turn_id: int) -> BaseModel | None:
+    def audio_event(self, audio: np.ndarray | OpusPackets, turn_id: int) -> BaseModel | None:
+        if isinstance(audio, OpusPackets):  # tts_opus is False: the TTS client refuses Opus
+            raise TypeError("the OpenAI front takes PCM from the TTS, not Opus packets")
         r = self._responses.get(turn_id)
         if r is None:
             return None
-        audio = r.encoder.encode(pcm)
-        return self._events.audio_delta(r.ref, audio) if audio else None
+        encoded = r.encoder.encode(audio)
+        return self._events.audio_delta(r.ref, encoded) if encoded else None
 
     def encode(self, event: BaseModel) -> str:
         return encode_server_event(event)

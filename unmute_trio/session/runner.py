@@ -95,7 +95,7 @@ def make_front(dialect: Dialect, state: SessionContext, socket: RealtimeSocket) 
     if dialect == "openai":
         # The query's ``model`` is reported back in session.created.
         return OpenAIFront(state, dict(socket.query))
-    return UnmuteFront()
+    return UnmuteFront(tts_opus=state.settings.tts_audio == "opus")
 
 
 class Session:
@@ -333,6 +333,10 @@ class Session:
                 self._silence.reply_ended()
         if scope.cancelled_caught:
             log.debug("turn %d ended by its cancellation", start.turn_id)
+
+    @property
+    def tts_opus(self) -> bool:
+        return self.front.tts_opus
 
     def tts_audio_arrived(self, num_samples: int) -> None:
         if self.recorder is not None:

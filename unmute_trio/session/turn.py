@@ -39,8 +39,9 @@ from unmute_trio.conversation.events import (
 )
 from unmute_trio.errors import ServiceError
 from unmute_trio.protocol.moshi import Audio, TextOut
+from unmute_trio.protocol.ogg_opus import OpusPackets
 from unmute_trio.protocol.openai_chat import ReplyOutcome
-from unmute_trio.services.tts import TextToSpeech
+from unmute_trio.services.tts import TextToSpeech, TtsMessage
 from unmute_trio.session import hops
 from unmute_trio.session.context import LlmLink
 from unmute_trio.session.links import ServiceLinks
@@ -74,6 +75,11 @@ class TurnHost(Protocol):
     writer: ClientWriter
 
     def dispatch(self, event: Event) -> None: ...
+
+    @property
+    def tts_opus(self) -> bool:
+        """Whether the TTS is asked for Opus packets rather than PCM (the client's front)."""
+        ...
 
     def tts_audio_arrived(self, num_samples: int) -> None: ...
 
@@ -142,7 +148,9 @@ async def _connect_tts_with_retries(
     async with AsyncExitStack() as stack:
         for attempt in range(1, TTS_CONNECT_TRIES + 1):
             try:
-                tts = await stack.enter_async_context(host.links.open_tts(voice, custom))
+                tts = await stack.enter_async_context(
+                    host.links.open_tts(voice, custom, opus=host.tts_opus)
+                )
                 break
             except ServiceError as e:
                 if attempt == TTS_CONNECT_TRIES:
@@ -172,13 +180,15 @@ async def _custom_voice(host: TurnHost, turn_id: int, voice: str) -> bytes | Non
 
 async def _play(host: TurnHost, turn_id: int, tts: TextToSpeech) -> None:
     """Receive TTS output and release it on the playback clock until the TTS closes."""
-    send, receive = trio.open_memory_channel[Audio | TextOut](PLAYBACK_QUEUE)
+    send, receive = trio.open_memory_channel[TtsMessage](PLAYBACK_QUEUE)
 
     async def receive_tts() -> None:
         async with send:
             while (message := await tts.receive()) is not None:
                 if isinstance(message, Audio):
                     host.tts_audio_arrived(len(message.pcm))
+                elif isinstance(message, OpusPackets):
+                    host.tts_audio_arrived(message.samples)
                 await hops.send(send, message)
 
     async with trio.open_nursery() as nursery:
@@ -187,7 +197,7 @@ async def _play(host: TurnHost, turn_id: int, tts: TextToSpeech) -> None:
 
 
 async def _release(
-    host: TurnHost, turn_id: int, messages: trio.MemoryReceiveChannel[Audio | TextOut]
+    host: TurnHost, turn_id: int, messages: trio.MemoryReceiveChannel[TtsMessage]
 ) -> None:
     clock = PlaybackClock()
 
@@ -214,9 +224,13 @@ async def _release(
                 release_words()
                 continue
             await sleep_releasing_words(clock.next_frame_due(trio.current_time()))
-            pcm: np.ndarray = message.pcm
-            host.writer.send_audio(pcm, turn_id)
-            clock.frame_released(trio.current_time())
+            if isinstance(message, OpusPackets):
+                host.writer.send_audio(message, turn_id)
+                clock.frame_released(trio.current_time(), message.samples)
+            else:
+                pcm: np.ndarray = message.pcm
+                host.writer.send_audio(pcm, turn_id)
+                clock.frame_released(trio.current_time(), len(pcm))
             release_words()
     # The TTS has closed: the words still waiting are released as playback reaches them.
     while (due := clock.next_word_due()) is not None:

@@ -30,6 +30,7 @@ from unmute_trio.conversation.events import (
 )
 from unmute_trio.protocol import browser
 from unmute_trio.protocol.errors import WireFormatError
+from unmute_trio.protocol.ogg_opus import OpusPackets
 from unmute_trio.session.audio import AudioInputError, OpusInput, OpusOutput
 from unmute_trio.session.front import SessionPort
 
@@ -82,7 +83,10 @@ def present(note: Note) -> list[BaseModel]:
 
 
 class UnmuteFront:
-    def __init__(self) -> None:
+    def __init__(self, *, tts_opus: bool = True) -> None:
+        # The TTS's Opus packets go into the client's Ogg stream as they are (no decode and
+        # encode); False asks the TTS for PCM and encodes it here (UNMUTE_TTS_AUDIO=pcm).
+        self.tts_opus = tts_opus
         self._opus_in = OpusInput()
         self._opus_out = OpusOutput()  # one Ogg stream for the whole connection
         # A valid session.update arrived (set before it is handled, which may wait for the
@@ -128,8 +132,8 @@ class UnmuteFront:
     def present(self, note: Note) -> list[BaseModel]:
         return present(note)
 
-    def audio_event(self, pcm: np.ndarray, turn_id: int) -> BaseModel | None:
-        delta = self._opus_out.encode_base64(pcm)
+    def audio_event(self, audio: np.ndarray | OpusPackets, turn_id: int) -> BaseModel | None:
+        delta = self._opus_out.encode_base64(audio)
         return None if delta is None else browser.ResponseAudioDelta(delta=delta)
 
     def encode(self, event: BaseModel) -> str:

@@ -10,7 +10,8 @@ stops reading (its TCP window is full and ``send`` blocks). Then producers, whic
 128 items is ~10 s of bot audio with its events: far beyond any healthy network hiccup.
 
 Audio is encoded here, right before sending, by the session's front (one streaming Ogg/Opus
-encoder in the Unmute dialect, PCM16 in the OpenAI one). Items of a cancelled turn still in the
+stream in the Unmute dialect, into which the TTS's Opus packets go as they are; PCM16 or G.711
+in the OpenAI one). Items of a cancelled turn still in the
 queue are dropped: after the interrupt decision nothing of that turn reaches the client.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 import trio
 from pydantic import BaseModel
 
+from unmute_trio.protocol.ogg_opus import OpusPackets
 from unmute_trio.session import hops
 from unmute_trio.session.context import RealtimeSocket
 from unmute_trio.session.front import ClientFront
@@ -45,7 +47,7 @@ class _Event:
 
 @dataclasses.dataclass(frozen=True)
 class _Audio:
-    pcm: np.ndarray
+    audio: np.ndarray | OpusPackets  # PCM, or the TTS's Opus packets (front.tts_opus)
     turn_id: int
 
 
@@ -86,11 +88,11 @@ class ClientWriter:
                 return
             raise ClientTooSlow(f"{QUEUE_CAPACITY} messages waiting for the client") from None
 
-    def send_audio(self, pcm: np.ndarray, turn_id: int) -> None:
+    def send_audio(self, audio: np.ndarray | OpusPackets, turn_id: int) -> None:
         if self._closing:
             return
         try:
-            self._send.send_nowait(_Audio(pcm, turn_id))
+            self._send.send_nowait(_Audio(audio, turn_id))
         except trio.WouldBlock:
             raise ClientTooSlow(f"{QUEUE_CAPACITY} messages waiting for the client") from None
 
@@ -115,7 +117,7 @@ class ClientWriter:
             if item.turn_id is not None and self._is_cancelled(item.turn_id):
                 continue
             if isinstance(item, _Audio):
-                audio = self._front.audio_event(item.pcm, item.turn_id)
+                audio = self._front.audio_event(item.audio, item.turn_id)
                 if audio is None:
                     continue  # the encoder buffers until it has a whole packet
                 event: BaseModel = audio

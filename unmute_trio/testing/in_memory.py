@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import numpy as np
+import sphn
 import trio
 
 from unmute_trio.protocol.moshi import (
@@ -24,6 +25,7 @@ from unmute_trio.protocol.moshi import (
     Audio,
     Eos,
     Marker,
+    OggOpus,
     TextIn,
     TextOut,
     Voice,
@@ -96,10 +98,12 @@ class AsrTransport(_Transport):
 
 class ToneTtsTransport(_Transport):
     """A TTS that speaks each word, as it arrives, as ``word_s`` of a quiet tone: its ``Text``
-    (times on the generated-audio timeline) and then its 1920-sample frames."""
+    (times on the generated-audio timeline) and then its 1920-sample frames, as ``Audio`` or,
+    with ``opus``, as ``OggOpus`` pages (``format=OggOpusMessagePack``)."""
 
-    def __init__(self, word_s: float = 0.24) -> None:
+    def __init__(self, word_s: float = 0.24, *, opus: bool = False) -> None:
         super().__init__("tts", decode_tts_server)
+        self._opus = sphn.OpusStreamWriter(SAMPLE_RATE) if opus else None
         self.words: list[str] = []
         self._frames_per_word = max(1, round(word_s * SAMPLE_RATE / SAMPLES_PER_FRAME))
         self._seconds = 0.0
@@ -122,7 +126,10 @@ class ToneTtsTransport(_Transport):
         t = np.arange(SAMPLES_PER_FRAME, dtype=np.float32) / SAMPLE_RATE
         tone = (0.1 * np.sin(2 * np.pi * 220.0 * t)).astype(np.float32)
         for _ in range(self._frames_per_word):
-            self._put(Audio(pcm=tone))
+            if self._opus is None:
+                self._put(Audio(pcm=tone))
+            else:
+                self._put(OggOpus(data=self._opus.append_pcm(tone)))
         self._seconds = stop
 
 
@@ -142,11 +149,11 @@ class InMemoryLinks:
 
     @asynccontextmanager
     async def open_tts(
-        self, voice: str | None, custom_voice_message: bytes | None
+        self, voice: str | None, custom_voice_message: bytes | None, *, opus: bool = False
     ) -> AsyncIterator[TextToSpeech]:
-        transport = ToneTtsTransport()
+        transport = ToneTtsTransport(opus=opus)
         self.tts.append(transport)
-        yield TextToSpeech(transport)
+        yield TextToSpeech(transport, opus=opus)
 
 
 class ScriptedLlm:

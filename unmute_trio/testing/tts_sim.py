@@ -42,6 +42,7 @@ Deviations from a real moshi-server
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 import math
@@ -71,6 +72,7 @@ from unmute_trio.protocol.moshi import (
     decode_tts_client,
     encode,
 )
+from unmute_trio.protocol.ogg_opus import OggOpusWriter, OpusAudioReader
 from unmute_trio.testing.sim_base import (
     LOG_LENGTH,
     MoshiSimulator,
@@ -140,6 +142,63 @@ class TtsOutput:
         pages = self._ogg.append_pcm(pcm)
         if not pages:
             return None  # the encoder is still filling a packet
+        return encode(OggOpus(data=pages)) if self.msgpack else pages
+
+
+# Encoding every session's audio was, with format=OggOpusMessagePack, the largest cost of the
+# simulator under load, which shares a core with the load generator: the real server encodes on
+# its own GPU host. Sessions of a load test speak the same replies, so a stream's packets are
+# looked up by a running CRC of all the audio its encoder has been given: the same audio from
+# the start gives the same encoder state, hence the same packets. On a miss the stream encodes
+# from then on, catching a fresh encoder up on what it sent before (at most HISTORY_FRAMES,
+# ~30 s; beyond that the encoder starts fresh, which is still valid Opus). ~300 bytes an entry.
+OPUS_CACHE_ENTRIES = 8192
+HISTORY_FRAMES = 375
+_opus_cache: collections.OrderedDict[int, tuple[bytes, ...]] = collections.OrderedDict()
+
+
+class SimTtsOutput(TtsOutput):
+    """:class:`TtsOutput` whose Ogg formats reuse packets already encoded by another stream
+    that was given the same audio (see above); the pages are this stream's own."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self._stream = OggOpusWriter()
+        self._key = 0
+        self._history: list[np.ndarray] = []
+        self._encoder: sphn.OpusStreamWriter | None = None
+        self._encoded = OpusAudioReader()
+
+    def header(self) -> bytes | None:
+        if self._ogg is None:
+            return None
+        return self._wrap(self._stream.header())
+
+    def audio(self, frame: np.ndarray) -> bytes | None:
+        if self._ogg is None:
+            return super().audio(frame)
+        frame = np.ascontiguousarray(frame, dtype=np.float32)
+        self._key = zlib.crc32(frame.tobytes(), self._key)
+        packets = None if self._encoder is not None else _opus_cache.get(self._key)
+        if packets is None:
+            packets = tuple(self._encoded.feed(self._encoder_for().append_pcm(frame)))
+            _opus_cache[self._key] = packets
+            if len(_opus_cache) > OPUS_CACHE_ENTRIES:
+                _opus_cache.popitem(last=False)
+        elif len(self._history) < HISTORY_FRAMES:
+            self._history.append(frame)
+        pages = self._stream.pages(packets)
+        return self._wrap(pages) if pages else None
+
+    def _encoder_for(self) -> sphn.OpusStreamWriter:
+        if self._encoder is None:
+            self._encoder = sphn.OpusStreamWriter(SAMPLE_RATE)
+            for frame in self._history:  # same state as the streams whose packets were sent
+                self._encoded.feed(self._encoder.append_pcm(frame))
+            self._history.clear()
+        return self._encoder
+
+    def _wrap(self, pages: bytes) -> bytes:
         return encode(OggOpus(data=pages)) if self.msgpack else pages
 
 
@@ -335,7 +394,7 @@ class TtsSimulator(MoshiSimulator):
             if record.format not in FORMATS:
                 record.end = "bad_format"
                 return "Failed to deserialize query string", 400
-            output = TtsOutput(record.format)
+            output = SimTtsOutput(record.format)
 
             async def run() -> str:
                 await trio.sleep(self.config.handshake_delay_s)

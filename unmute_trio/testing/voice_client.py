@@ -31,6 +31,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from unmute_trio.protocol.moshi import SAMPLE_RATE
+from unmute_trio.protocol.ogg_opus import OpusAudioReader, opus_packet_samples
 
 PAGE_SAMPLES = 960  # 40 ms, like the browser frontend (2 Opus frames of 20 ms per page)
 PAGE_S = PAGE_SAMPLES / SAMPLE_RATE
@@ -41,24 +42,6 @@ PAGE_S = PAGE_SAMPLES / SAMPLE_RATE
 MAX_KEPT_AUDIO_S = 120.0
 
 
-# Samples at 24 kHz of one Opus frame, by the TOC byte's configuration number (RFC 6716 3.1):
-# SILK 10/20/40/60 ms, hybrid 10/20 ms, CELT 2.5/5/10/20 ms.
-_OPUS_FRAME_SAMPLES = tuple(
-    round(ms * SAMPLE_RATE / 1000)
-    for ms in (*[10, 20, 40, 60] * 3, *[10, 20] * 2, *[2.5, 5, 10, 20] * 4)
-)
-
-
-def opus_packet_samples(packet: bytes) -> int:
-    """Samples (24 kHz) an Opus packet decodes to, from its TOC byte and frame count."""
-    if not packet:
-        return 0
-    toc = packet[0]
-    code = toc & 3
-    frames = 1 if code == 0 else 2 if code < 3 else (packet[1] & 0x3F if len(packet) > 1 else 0)
-    return frames * _OPUS_FRAME_SAMPLES[toc >> 3]
-
-
 class OggOpusSampleCounter:
     """How many samples an ``OpusStreamReader`` would return for each chunk of one Ogg/Opus
     stream, read from the Opus packets' headers instead of decoding them (decoding the bot's
@@ -67,37 +50,10 @@ class OggOpusSampleCounter:
     audio: tests check it against sphn's decoder on the server's encoder output."""
 
     def __init__(self) -> None:
-        self._pending = b""  # the start of a page that has not fully arrived
-        self._packet = b""  # the start of a packet continued on the next page
-        self._packets = 0
+        self._reader = OpusAudioReader(channels=None)
 
     def append_bytes(self, data: bytes) -> int:
-        buffer = self._pending + data if self._pending else data
-        samples = 0
-        at = 0
-        while len(buffer) - at >= 27:
-            if buffer[at : at + 4] != b"OggS":
-                raise ValueError("not an Ogg page")
-            segments = buffer[at + 26]
-            body = at + 27 + segments
-            if len(buffer) < body:
-                break
-            table = buffer[at + 27 : body]
-            end = body + sum(table)
-            if len(buffer) < end:
-                break
-            position = body
-            for size in table:
-                self._packet += buffer[position : position + size]
-                position += size
-                if size < 255:  # the packet ends here
-                    if self._packets >= 2:  # after OpusHead and OpusTags
-                        samples += opus_packet_samples(self._packet)
-                    self._packets += 1
-                    self._packet = b""
-            at = end
-        self._pending = buffer[at:]
-        return samples
+        return sum(map(opus_packet_samples, self._reader.feed(data)))
 
 
 class VoiceClient:
