@@ -44,6 +44,10 @@ class SessionPort(Protocol):
     def record_client(self, event: BaseModel) -> None:
         """Write a client event to the session's recording, if there is one."""
 
+    @property
+    def recording(self) -> bool:
+        """Whether there is a recording: an event made only for it need not be built."""
+
 
 class ClientFront(Protocol):
     # Whether bot turns ask the TTS for Opus (``OggOpusMessagePack``) rather than PCM: a front

@@ -421,6 +421,10 @@ class Session:
         if self.recorder is not None:
             self.recorder.record("client", event)
 
+    @property
+    def recording(self) -> bool:
+        return self.recorder is not None
+
     def _sent(self, event: BaseModel, text: str) -> None:
         if self.recorder is not None:
             self.recorder.record_json("server", getattr(event, "type", None), text)

@@ -113,9 +113,10 @@ class UnmuteFront:
         except AudioInputError as e:
             session.send(browser.make_error("invalid_request_error", str(e)))
             return
-        session.record_client(
-            browser.UnmuteInputAudioBufferAppendAnonymized(number_of_samples=len(pcm))
-        )
+        if session.recording:  # 25 messages a second: no model built for nothing
+            session.record_client(
+                browser.UnmuteInputAudioBufferAppendAnonymized(number_of_samples=len(pcm))
+            )
         if len(pcm):
             await session.audio_in(pcm)
 
