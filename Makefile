@@ -46,10 +46,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy unmute_trio
 
-## Install everything the tests need (Debian packages, the local LLM), run ruff, mypy and pytest.
+## Install everything the tests need (Debian packages, the local LLM, the original frontend's
+## Opus decoder), run ruff, mypy and pytest.
 test: $(STAMP)
 	bash scripts/test-deps.sh
 	PYTHON=$(BIN)/python bash scripts/local-llm.sh
+	$(BIN)/python scripts/opus-recorder.py >/dev/null
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy unmute_trio

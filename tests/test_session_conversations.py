@@ -3,6 +3,9 @@ the protocol-exact simulators, on virtual time (see ``virtual_clock``)."""
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import pytest
 import trio
 from trio_websocket import open_websocket_url
@@ -86,6 +89,32 @@ async def test_bot_audio_arrives_whole_in_either_tts_format(
         assert client.bot_samples_heard == sum(r.frames_sent for r in records) * 1920
         assert client.bot_peak > 0.05
         await wait_service_connections_closed(stack)
+    # What the original frontend's decoder (opus-recorder's decoderWorker) relies on: each
+    # delta is whole pages (it keeps nothing between messages), page sequence numbers 0 and 1
+    # are the headers (it skips those), BOS only on the first page, one serial, no EOS.
+    pages = [
+        page
+        for delta in client.of_type("response.audio.delta")
+        for page in whole_pages(base64.b64decode(delta["delta"]))
+    ]
+    fields = [struct.unpack_from("<BqII", page, 5) for page in pages]
+    assert [sequence for _, _, _, sequence in fields] == list(range(len(pages)))
+    assert [flags for flags, _, _, _ in fields] == [2] + [0] * (len(pages) - 1)
+    assert len({serial for _, _, serial, _ in fields}) == 1
+    assert pages[0][28:36] == b"OpusHead" and pages[1][28:36] == b"OpusTags"
+
+
+def whole_pages(data: bytes) -> list[bytes]:
+    """The Ogg pages of ``data``, which must hold nothing else (no part of a page)."""
+    pages, at = [], 0
+    while at < len(data):
+        assert data[at : at + 4] == b"OggS", "a delta holds whole Ogg pages"
+        segments = data[at + 26]
+        size = 27 + segments + sum(data[at + 27 : at + 27 + segments])
+        assert at + size <= len(data), "a delta holds whole Ogg pages"
+        pages.append(data[at : at + size])
+        at += size
+    return pages
 
 
 async def test_two_full_turns(virtual_clock) -> None:
