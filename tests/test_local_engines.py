@@ -166,6 +166,8 @@ async def test_spoken_conversation_through_the_server_with_local_engines() -> No
                 done = await client.wait_for("response.audio.done", after=asked_at)
                 nursery.cancel_scope.cancel()
             done_at = client.events.index(done)
+    # Piper's audio came as Opus (encoded by the engine) and was passed on without decoding.
+    assert {r.format for r in tts.connections_log} == {"OggOpusMessagePack"}
     user = client.transcript("user")
     assert word_errors(QUESTION, user) <= 1, user
     reply_text = _reply_text(client.events[asked_at:done_at])
