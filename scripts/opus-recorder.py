@@ -16,6 +16,7 @@ import base64
 import hashlib
 import io
 import os
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -57,6 +58,8 @@ def fetch(target: Path) -> None:
                 if member is None:
                     raise SystemExit(f"opus-recorder: {name} missing from the tarball")
                 (staging / Path(name).name).write_bytes(member.read())
+        if target.exists():  # an older, incomplete copy
+            shutil.rmtree(target)
         staging.rename(target)
 
 

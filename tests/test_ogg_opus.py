@@ -10,6 +10,7 @@ import sphn
 
 from unmute_trio.protocol.ogg_opus import (
     DEFAULT_PRE_SKIP,
+    MAX_PACKET_SIZE,
     OggFormatError,
     OggOpusWriter,
     OggPacketReader,
@@ -156,7 +157,7 @@ def test_reader_refuses_what_is_not_ogg(data: bytes, message: str) -> None:
 def test_audio_reader_refuses_a_stream_without_opus_head_or_with_two_channels() -> None:
     stream = OggOpusWriter().pages([b"\xf8\x01"])
     tags_and_audio = b"".join(pages_of(stream)[1:])
-    with pytest.raises(OggFormatError, match="does not start with an OpusHead"):
+    with pytest.raises(OggFormatError, match="does not start with its BOS page"):
         OpusAudioReader().feed(tags_and_audio)
     head = bytearray(pages_of(stream)[0])
     head[28 + 9] = 2  # channel count
@@ -182,7 +183,7 @@ def test_reader_bounds_a_packet_that_never_ends() -> None:
     data += b"".join(
         _page(2 + i, 0x01 if i else 0, [255] * 255, bytes(255 * 255)) for i in range(2)
     )
-    with pytest.raises(OggFormatError, match="over 65536 bytes"):
+    with pytest.raises(OggFormatError, match="over 65024 bytes"):
         OpusAudioReader().feed(data)
 
 
@@ -194,3 +195,42 @@ def test_opus_packets_count_their_samples() -> None:
     assert opus_packet_samples(bytes([(16 << 3) | 3, 5])) == 5 * 60
     assert opus_packet_samples(bytes([(3 << 3) | 1])) == 2 * 1440
     assert opus_packet_samples(b"") == 0
+
+
+def test_what_the_reader_accepts_the_writer_can_write() -> None:
+    """The packet size limit is one page, both ways: a TTS packet the client took cannot make
+    the session's writer fail."""
+    biggest = bytes([0xF8]) + bytes(MAX_PACKET_SIZE - 1)
+    stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
+    head_and_tags = b"".join(pages_of(stream)[:2])
+    writer = OggOpusWriter(serial=1)
+    page = pages_of(writer.pages([biggest]))[2]
+    assert OggPacketReader().feed(head_and_tags + page)[-1].data == biggest
+    too_big = _page(2, 0, [255] * 255, bytes(255 * 255)) + _page(3, 0x01, [0], b"")
+    with pytest.raises(OggFormatError, match="over 65024 bytes"):
+        OggPacketReader().feed(head_and_tags + too_big)
+
+
+def test_pages_of_another_stream_and_orphan_continuations_are_refused() -> None:
+    stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
+    head_and_tags = b"".join(pages_of(stream)[:2])
+    other = bytearray(_page(2, 0, [2], b"\xf8\x02"))
+    other[14:18] = (2).to_bytes(4, "little")  # serial 2, no BOS page of its own
+    with pytest.raises(OggFormatError, match="another logical stream"):
+        OggPacketReader().feed(head_and_tags + bytes(other))
+    orphan = _page(2, 0x01, [2], b"\xf8\x02")
+    with pytest.raises(OggFormatError, match="never began"):
+        OggPacketReader().feed(head_and_tags + orphan)
+
+
+def test_audio_reader_checks_the_tags_and_each_packets_duration() -> None:
+    stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
+    head = pages_of(stream)[0]
+    with pytest.raises(OggFormatError, match="no OpusTags"):
+        OpusAudioReader().feed(head + _page(1, 0, [2], b"\xf8\x01"))
+    tags = pages_of(stream)[1]
+    for packet, samples in ((b"", 0), (bytes([0x83, 0]), 0), (bytes([0x83, 49]), 2940)):
+        with pytest.raises(OggFormatError, match=f"of {samples} samples"):
+            OpusAudioReader().feed(head + tags + _page(2, 0, [len(packet)], packet))
+    longest = bytes([0x83, 48])  # 48 frames of 2.5 ms: 120 ms, the most RFC 6716 allows
+    assert OpusAudioReader().feed(head + tags + _page(2, 0, [2], longest)) == [longest]

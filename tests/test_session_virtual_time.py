@@ -14,12 +14,14 @@ from typing import Any
 import trio
 import trio.testing
 
+from unmute_trio.loadtest.microphone import OggStream, encode_microphone
 from unmute_trio.protocol.g711 import float32_to_pcm16
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.session.drain import Drain
 from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.pacer import AUDIO_LEAD_S
 from unmute_trio.session.runner import Session
+from unmute_trio.session.unmute_front import UnmuteFront
 from unmute_trio.settings import Settings
 from unmute_trio.testing.in_memory import InMemoryLinks, ScriptedLlm
 from unmute_trio.testing.speech import silence, speech_like
@@ -252,3 +254,49 @@ async def test_a_first_word_in_the_stts_first_second_does_not_end_the_turn(
     assert len(words) == 5 and stopped > words[-1]
     [heard] = [e for _, e in socket.sent if e["type"].endswith("transcription.completed")]
     assert heard["transcript"] == "Hello, how are you today?"
+
+
+async def test_opus_from_the_tts_is_paced_by_the_packets_durations(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Unmute dialect, Opus from the TTS: the in-memory TTS sends one 40 ms Ogg page per
+    message (not the 80 ms of a PCM frame), and the pacer releases each by its own duration."""
+    llm = ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0)
+    links = InMemoryLinks()
+    ctx = Context(
+        settings=Settings(),
+        voices=[],
+        voice_store=MemoryVoiceStore(ttl_s=60, max_entries=4, clock=trio.current_time),
+        llm=llm,
+    )
+    socket = MemorySocket()
+    session = Session(socket, ctx, UnmuteFront(tts_opus=True), links)
+    microphone = OggStream(encode_microphone([]))
+
+    async def stream_silence() -> None:
+        while True:
+            page = base64.b64encode(microphone.next_page(None)).decode()
+            await socket.to_server.send(
+                json.dumps({"type": "input_audio_buffer.append", "audio": page})
+            )
+            await trio.sleep(CHUNK_S)
+
+    update = {"instructions": {"type": "smalltalk", "language": None}, "voice": None}
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await socket.to_server.send(json.dumps({"type": "session.update", "session": update}))
+        nursery.start_soon(stream_silence)
+        with trio.fail_after(60):
+            await socket.wait_for("response.audio.done")  # the greeting
+        nursery.cancel_scope.cancel()
+
+    audio = socket.times("response.audio.delta")
+    # Each 40 ms page leaves at the later of: when the TTS made it (a word every 0.05 s, six
+    # pages per word at once) and when playback is within AUDIO_LEAD_S of it.
+    page_s, word_gap_s, pages_per_word = 0.04, 1 / 20.0, 6
+    expected = [
+        audio[0] + max((k // pages_per_word) * word_gap_s, k * page_s - AUDIO_LEAD_S)
+        for k in range(len(audio))
+    ]
+    assert all(abs(a - b) < 1e-9 for a, b in zip(audio, expected, strict=True)), audio
+    assert len(audio) == pages_per_word * len(links.tts[0].words)

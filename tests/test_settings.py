@@ -68,3 +68,16 @@ def test_invalid_values_name_the_variable(variable: str, value: str, reason: str
     assert e.value.variable == variable
     assert str(e.value).startswith(variable + ":")
     assert reason in e.value.reason
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, "opus"), ("pcm", "pcm"), (" OPUS ", "opus")]
+)
+def test_tts_audio(value: str | None, expected: str) -> None:
+    env = {} if value is None else {"UNMUTE_TTS_AUDIO": value}
+    assert Settings.from_env(env).tts_audio == expected
+
+
+def test_tts_audio_refuses_other_values() -> None:
+    with pytest.raises(SettingsError, match="UNMUTE_TTS_AUDIO: 'wav' is not one of opus, pcm"):
+        Settings.from_env({"UNMUTE_TTS_AUDIO": "wav"})

@@ -256,3 +256,16 @@ async def test_opus_that_cannot_be_used_is_a_protocol_error(
     tts = TextToSpeech(_OneMessage(OggOpus(data=data)), opus=opus)  # type: ignore[arg-type]
     with pytest.raises(ServiceProtocolError, match=error):
         await tts.receive()
+
+
+async def test_more_than_two_seconds_of_opus_in_one_message_is_refused() -> None:
+    """A broken TTS cannot queue hours of tiny packets: each message holds at most 2 s."""
+    packets = [bytes([(16 << 3) | 3, 48])] * 17  # 17 packets of 120 ms: 2.04 s
+    data = OggOpusWriter().pages(packets)
+    tts = TextToSpeech(_OneMessage(OggOpus(data=data)), opus=True)  # type: ignore[arg-type]
+    with pytest.raises(ServiceProtocolError, match=r"2\.0 s of Opus audio in one message"):
+        await tts.receive()
+    two_seconds = OggOpus(data=OggOpusWriter().pages(packets[:16]))
+    fine = TextToSpeech(_OneMessage(two_seconds), opus=True)  # type: ignore[arg-type]
+    audio = await fine.receive()
+    assert isinstance(audio, OpusPackets) and audio.samples == 16 * 2880

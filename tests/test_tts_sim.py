@@ -309,12 +309,15 @@ def test_word_audio_is_synthesised_once_and_cannot_be_changed() -> None:
 
 
 @pytest.mark.simulator_only
+@pytest.mark.parametrize("history_frames", [tts_sim.HISTORY_FRAMES, 4])
 async def test_ogg_packets_from_the_cache_are_those_of_one_continuous_encoder(
-    start_sim: StartSim,
+    start_sim: StartSim, monkeypatch: pytest.MonkeyPatch, history_frames: int
 ) -> None:
     """The simulator reuses packets encoded for another stream given the same audio; a stream
-    that then diverges encodes on, caught up. Either way each stream's packets are exactly
-    those one sphn encoder, fed the stream's whole audio, would write."""
+    that then diverges, or has sent ``HISTORY_FRAMES`` from the cache, encodes on, caught up.
+    Either way each stream's packets are exactly those one sphn encoder, fed the stream's whole
+    audio, would write."""
+    monkeypatch.setattr(tts_sim, "HISTORY_FRAMES", history_frames)
     _, url = await start_sim()
     tts_sim._opus_cache.clear()
 

@@ -35,10 +35,13 @@ GRANULE_RATE = 48_000  # Ogg Opus granule positions always count 48 kHz samples
 CAPTURE_PATTERN = b"OggS"
 HEADER_SIZE = 27  # the fixed part of a page header, before its segment table
 MAX_PAGE_SIZE = HEADER_SIZE + 255 + 255 * 255
-# A packet longer than this is refused (RFC 6716 allows at most 1275 bytes per frame and 120 ms
-# per packet; OpusTags may be longer but not in any stream we read). Bounds the bytes held for a
-# packet that spans pages.
-MAX_PACKET_SIZE = 64 * 1024
+# The longest packet read or written: what one page can hold (255 segments of 255 bytes, the last
+# one shorter), so that whatever the reader accepts the writer can write. An Opus packet is at
+# most 120 ms of at most 1275-byte frames (RFC 6716 §3.2.5), ~61 KB; an OpusTags packet longer
+# than this is refused too. Bounds the bytes held for a packet that spans pages.
+MAX_PACKET_SIZE = 255 * 255 - 1
+# The longest audio packet: 120 ms (RFC 6716 §3.2.5), in 24 kHz samples.
+MAX_PACKET_SAMPLES = 2880
 _CONTINUED = 0x01
 _BEGINNING_OF_STREAM = 0x02
 
@@ -57,7 +60,7 @@ _FRAME_SAMPLES = tuple(
 OPUS_HEAD = b"OpusHead"
 OPUS_TAGS = b"OpusTags"
 # The encoder delay a decoder drops at the start of the stream, in 48 kHz samples: libopus's
-# look-ahead (6.5 ms), as sphn and moshi-server write it.
+# look-ahead (6.5 ms). (sphn writes 3840 in its own streams; the value only trims the start.)
 DEFAULT_PRE_SKIP = 312
 VENDOR = b"unmute-trio"
 
@@ -129,6 +132,7 @@ class OggPacketReader:
         self._pending = b""  # the start of a page that has not fully arrived
         self._packet = bytearray()  # the start of a packet continued on the next page
         self._packet_starts_stream = False
+        self._serial: int | None = None  # of the logical stream being read
 
     def feed(self, data: bytes) -> list[OggPacket]:
         buffer = self._pending + data if self._pending else data
@@ -148,11 +152,20 @@ class OggPacketReader:
             if len(buffer) < end:
                 break
             flags = buffer[at + 5]
+            serial = int.from_bytes(buffer[at + 14 : at + 18], "little")
             if flags & _BEGINNING_OF_STREAM:
                 self._packet.clear()
                 self._packet_starts_stream = True
-            elif not flags & _CONTINUED and self._packet:
-                raise OggFormatError("a packet left unfinished by the page before")
+                self._serial = serial
+            elif self._serial is None:
+                raise OggFormatError("the stream does not start with its BOS page")
+            elif serial != self._serial:
+                # Streams one after the other are read (chained); interleaved ones are not.
+                raise OggFormatError("a page of another logical stream, without its BOS page")
+            elif bool(flags & _CONTINUED) != bool(self._packet):
+                if self._packet:
+                    raise OggFormatError("a packet left unfinished by the page before")
+                raise OggFormatError("a page continues a packet that never began")
             position = body
             for size in table:
                 self._packet += buffer[position : position + size]
@@ -171,28 +184,33 @@ class OggPacketReader:
 class OpusAudioReader:
     """The audio packets of an Ogg/Opus stream fed in chunks: the OpusHead packet that starts
     each logical stream is checked (``channels``, unless None) and dropped with the OpusTags
-    packet after it. A new stream may follow the old one (each TTS reply is one)."""
+    packet after it. A new stream may follow the old one (each TTS reply is one). Each audio
+    packet must decode to 2.5 to 120 ms (its TOC byte), as RFC 6716 allows."""
 
     def __init__(self, *, channels: int | None = 1) -> None:
         self._reader = OggPacketReader()
         self._channels = channels
-        self._started = False
         self._tags_next = False
 
     def feed(self, data: bytes) -> list[bytes]:
         audio = []
         for packet in self._reader.feed(data):
+            # The reader refuses a stream that does not begin with a BOS page, so the first
+            # packet always starts a stream.
             if packet.stream_start:
                 channels = opus_head_channels(packet.data)
                 if self._channels is not None and channels != self._channels:
                     raise OggFormatError(f"{channels} audio channels, expected {self._channels}")
-                self._started = True
                 self._tags_next = True
-            elif not self._started:
-                raise OggFormatError("the stream does not start with an OpusHead packet")
             elif self._tags_next:
+                if not packet.data.startswith(OPUS_TAGS):
+                    raise OggFormatError("no OpusTags packet after the OpusHead")
                 self._tags_next = False
             else:
+                samples = opus_packet_samples(packet.data)
+                if not 0 < samples <= MAX_PACKET_SAMPLES:
+                    # Empty packets and impossible durations: pacing counts on the durations.
+                    raise OggFormatError(f"an Opus packet of {samples} samples at 24 kHz")
                 audio.append(packet.data)
         return audio
 

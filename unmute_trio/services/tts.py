@@ -71,6 +71,10 @@ SERVICE = "tts"
 TTS_PATH = "/api/tts_streaming"
 
 TtsMessage = Audio | OpusPackets | TextOut
+# Audio one OggOpus message may complete. moshi-server sends each 80 ms model step as it comes;
+# the bound keeps a broken TTS from queueing, in the turn's 64-message playback queue, many
+# thousand tiny packets per message (each a Python object) that the pacer would hold for hours.
+MAX_OPUS_MESSAGE_SAMPLES = 2 * SAMPLE_RATE
 _ServerMessage = Ready | Error | Audio | OggOpus | TextOut
 
 
@@ -146,7 +150,14 @@ class TextToSpeech:
             packets = self._opus.feed(data)
         except OggFormatError as e:
             raise ServiceProtocolError(SERVICE, f"broken Ogg/Opus audio: {e}") from None
-        return OpusPackets.of(packets) if packets else None
+        if not packets:
+            return None
+        audio = OpusPackets.of(packets)
+        if audio.samples > MAX_OPUS_MESSAGE_SAMPLES:
+            raise ServiceProtocolError(
+                SERVICE, f"{audio.samples / SAMPLE_RATE:.1f} s of Opus audio in one message"
+            )
+        return audio
 
     def _on_audio(self, samples: int) -> None:
         metrics.TTS_RECV_FRAMES.inc()

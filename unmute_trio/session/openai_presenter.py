@@ -81,9 +81,10 @@ class _Response:
 
 
 class OpenAIPresenter:
-    tts_opus = False  # its audio formats are PCM16 and G.711: the TTS sends PCM
     """Notes and audio → GA server events, and the bookkeeping of items and responses that
     both halves of the front share."""
+
+    tts_opus = False  # its audio formats are PCM16 and G.711: the TTS sends PCM
 
     def __init__(self, state: SessionContext, query: dict[str, str] | None = None) -> None:
         query = query or {}

@@ -27,7 +27,6 @@ class PlaybackClock:
         self._lead_s = lead_s
         self._sample_rate = sample_rate
         self.started_at: float | None = None
-        self.frames_released = 0
         self.samples_released = 0
         self._words: collections.deque[tuple[float, str]] = collections.deque()
 
@@ -45,7 +44,6 @@ class PlaybackClock:
         """A frame of ``samples`` (at the clock's sample rate) was released at ``now``."""
         if self.started_at is None:
             self.started_at = now
-        self.frames_released += 1
         self.samples_released += samples
 
     def add_word(self, start_s: float, text: str) -> None:

@@ -99,7 +99,8 @@ class AsrTransport(_Transport):
 class ToneTtsTransport(_Transport):
     """A TTS that speaks each word, as it arrives, as ``word_s`` of a quiet tone: its ``Text``
     (times on the generated-audio timeline) and then its 1920-sample frames, as ``Audio`` or,
-    with ``opus``, as ``OggOpus`` pages (``format=OggOpusMessagePack``)."""
+    with ``opus``, as ``OggOpus`` messages of one page each, 960 samples
+    (``format=OggOpusMessagePack``)."""
 
     def __init__(self, word_s: float = 0.24, *, opus: bool = False) -> None:
         super().__init__("tts", decode_tts_server)
@@ -129,8 +130,21 @@ class ToneTtsTransport(_Transport):
             if self._opus is None:
                 self._put(Audio(pcm=tone))
             else:
-                self._put(OggOpus(data=self._opus.append_pcm(tone)))
+                # One message per Ogg page (40 ms), the headers on their own: the session must
+                # pace by the packets' durations, not by messages.
+                for page in _ogg_pages(self._opus.append_pcm(tone)):
+                    self._put(OggOpus(data=page))
         self._seconds = stop
+
+
+def _ogg_pages(data: bytes) -> list[bytes]:
+    pages, at = [], 0
+    while at < len(data):
+        segments = data[at + 26]
+        size = 27 + segments + sum(data[at + 27 : at + 27 + segments])
+        pages.append(data[at : at + size])
+        at += size
+    return pages
 
 
 class InMemoryLinks:

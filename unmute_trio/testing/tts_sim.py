@@ -149,9 +149,10 @@ class TtsOutput:
 # simulator under load, which shares a core with the load generator: the real server encodes on
 # its own GPU host. Sessions of a load test speak the same replies, so a stream's packets are
 # looked up by a running CRC of all the audio its encoder has been given: the same audio from
-# the start gives the same encoder state, hence the same packets. On a miss the stream encodes
-# from then on, catching a fresh encoder up on what it sent before (at most HISTORY_FRAMES,
-# ~30 s; beyond that the encoder starts fresh, which is still valid Opus). ~300 bytes an entry.
+# the start gives the same encoder state, hence the same packets. On a miss, or once a stream
+# has sent HISTORY_FRAMES (~30 s) from the cache, it encodes from then on, with an encoder caught
+# up on every frame it sent before: its packets are always those of one continuous encoder.
+# ~300 bytes an entry; the oldest entry goes first.
 OPUS_CACHE_ENTRIES = 8192
 HISTORY_FRAMES = 375
 _opus_cache: collections.OrderedDict[int, tuple[bytes, ...]] = collections.OrderedDict()
@@ -185,8 +186,10 @@ class SimTtsOutput(TtsOutput):
             _opus_cache[self._key] = packets
             if len(_opus_cache) > OPUS_CACHE_ENTRIES:
                 _opus_cache.popitem(last=False)
-        elif len(self._history) < HISTORY_FRAMES:
+        else:
             self._history.append(frame)
+            if len(self._history) == HISTORY_FRAMES:
+                self._encoder_for()  # the catch-up stays exact and bounded
         pages = self._stream.pages(packets)
         return self._wrap(pages) if pages else None
 
