@@ -129,13 +129,18 @@ class OggPacketReader:
     """
 
     def __init__(self) -> None:
-        self._pending = b""  # the start of a page that has not fully arrived
+        # The start of a page that has not fully arrived; grown in place, so that a page sent a
+        # few bytes per message costs its length, not its length squared.
+        self._pending = bytearray()
         self._packet = bytearray()  # the start of a packet continued on the next page
         self._packet_starts_stream = False
         self._serial: int | None = None  # of the logical stream being read
 
     def feed(self, data: bytes) -> list[OggPacket]:
-        buffer = self._pending + data if self._pending else data
+        buffer: bytes | bytearray = data
+        if self._pending:
+            self._pending += data
+            buffer = self._pending
         packets: list[OggPacket] = []
         at = 0
         while len(buffer) - at >= HEADER_SIZE:
@@ -177,7 +182,10 @@ class OggPacketReader:
                     self._packet.clear()
                     self._packet_starts_stream = False
             at = end
-        self._pending = buffer[at:]
+        if buffer is self._pending:
+            del self._pending[:at]
+        else:
+            self._pending = bytearray(buffer[at:])
         return packets
 
 
