@@ -18,6 +18,7 @@ from unmute_trio.protocol.ogg_opus import (
     OpusPackets,
     ogg_crc,
     opus_packet_samples,
+    split_pages,
 )
 from unmute_trio.testing.speech import speech_like
 
@@ -30,17 +31,6 @@ def sphn_stream(pcm: np.ndarray) -> bytes:
 
 def decode(stream: bytes) -> np.ndarray:
     return np.asarray(sphn.OpusStreamReader(24_000).append_bytes(stream), np.float32).reshape(-1)
-
-
-def pages_of(stream: bytes) -> list[bytes]:
-    pages, at = [], 0
-    while at < len(stream):
-        assert stream[at : at + 4] == b"OggS"
-        segments = stream[at + 26]
-        size = 27 + segments + sum(stream[at + 27 : at + 27 + segments])
-        pages.append(stream[at : at + size])
-        at += size
-    return pages
 
 
 def page_fields(page: bytes) -> tuple[int, int, int, int, int]:
@@ -65,7 +55,7 @@ def test_writer_pages_are_valid_ogg() -> None:
     packets = OpusAudioReader().feed(sphn_stream(speech_like(1.0, seed=1)))
     writer = OggOpusWriter(serial=0xDEADBEEF)
     stream = writer.pages(packets[:10]) + writer.pages(packets[10:]) + writer.pages([])
-    pages = pages_of(stream)
+    pages = split_pages(stream)
     assert len(pages) == 4  # OpusHead, OpusTags, one page per call with packets
     for index, page in enumerate(pages):
         flags, _, serial, sequence, crc = page_fields(page)
@@ -102,7 +92,7 @@ def test_packets_of_two_encoders_make_one_decodable_stream() -> None:
 def test_many_packets_are_split_over_pages_of_at_most_255_segments() -> None:
     packets = [bytes([0xF8]) + bytes(300)] * 200  # CELT 20 ms, 2 segments each
     stream = OggOpusWriter().pages(packets)
-    pages = pages_of(stream)[2:]
+    pages = split_pages(stream)[2:]
     assert [p[26] for p in pages] == [254, 146]
     assert OpusAudioReader().feed(stream) == packets
     with pytest.raises(OggFormatError):
@@ -113,7 +103,7 @@ def test_reader_joins_packets_across_pages_and_any_chunking() -> None:
     big = bytes([0xF8]) + bytes(range(256)) * 3  # 769 bytes: 255, 255, 255, 4
     stream = OggOpusWriter(serial=1).pages([b"\xf8\x01", big, b"\xf8\x02"])
     # Rewrite the audio page as two: the big packet continues on the second one.
-    head_and_tags = b"".join(pages_of(stream)[:2])
+    head_and_tags = b"".join(split_pages(stream)[:2])
     first = _page(2, 0, [2, 255, 255], b"\xf8\x01" + big[:510])
     second = _page(3, 0x01, [255, 4, 2], big[510:] + b"\xf8\x02")
     joined = head_and_tags + first + second
@@ -156,10 +146,10 @@ def test_reader_refuses_what_is_not_ogg(data: bytes, message: str) -> None:
 
 def test_audio_reader_refuses_a_stream_without_opus_head_or_with_two_channels() -> None:
     stream = OggOpusWriter().pages([b"\xf8\x01"])
-    tags_and_audio = b"".join(pages_of(stream)[1:])
+    tags_and_audio = b"".join(split_pages(stream)[1:])
     with pytest.raises(OggFormatError, match="does not start with its BOS page"):
         OpusAudioReader().feed(tags_and_audio)
-    head = bytearray(pages_of(stream)[0])
+    head = bytearray(split_pages(stream)[0])
     head[28 + 9] = 2  # channel count
     head[22:26] = bytes(4)
     head[22:26] = ogg_crc(head).to_bytes(4, "little")
@@ -170,7 +160,7 @@ def test_audio_reader_refuses_a_stream_without_opus_head_or_with_two_channels() 
 
 def test_a_packet_left_unfinished_must_be_continued() -> None:
     stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
-    head_and_tags = b"".join(pages_of(stream)[:2])
+    head_and_tags = b"".join(split_pages(stream)[:2])
     unfinished = _page(2, 0, [255], bytes(255))
     not_continued = _page(3, 0, [1], b"\xf8")
     with pytest.raises(OggFormatError, match="unfinished"):
@@ -179,7 +169,7 @@ def test_a_packet_left_unfinished_must_be_continued() -> None:
 
 def test_reader_bounds_a_packet_that_never_ends() -> None:
     stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
-    data = b"".join(pages_of(stream)[:2])
+    data = b"".join(split_pages(stream)[:2])
     data += b"".join(
         _page(2 + i, 0x01 if i else 0, [255] * 255, bytes(255 * 255)) for i in range(2)
     )
@@ -202,9 +192,9 @@ def test_what_the_reader_accepts_the_writer_can_write() -> None:
     the session's writer fail."""
     biggest = bytes([0xF8]) + bytes(MAX_PACKET_SIZE - 1)
     stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
-    head_and_tags = b"".join(pages_of(stream)[:2])
+    head_and_tags = b"".join(split_pages(stream)[:2])
     writer = OggOpusWriter(serial=1)
-    page = pages_of(writer.pages([biggest]))[2]
+    page = split_pages(writer.pages([biggest]))[2]
     assert OggPacketReader().feed(head_and_tags + page)[-1].data == biggest
     too_big = _page(2, 0, [255] * 255, bytes(255 * 255)) + _page(3, 0x01, [0], b"")
     with pytest.raises(OggFormatError, match="over 65024 bytes"):
@@ -213,7 +203,7 @@ def test_what_the_reader_accepts_the_writer_can_write() -> None:
 
 def test_pages_of_another_stream_and_orphan_continuations_are_refused() -> None:
     stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
-    head_and_tags = b"".join(pages_of(stream)[:2])
+    head_and_tags = b"".join(split_pages(stream)[:2])
     other = bytearray(_page(2, 0, [2], b"\xf8\x02"))
     other[14:18] = (2).to_bytes(4, "little")  # serial 2, no BOS page of its own
     with pytest.raises(OggFormatError, match="another logical stream"):
@@ -225,10 +215,10 @@ def test_pages_of_another_stream_and_orphan_continuations_are_refused() -> None:
 
 def test_audio_reader_checks_the_tags_and_each_packets_duration() -> None:
     stream = OggOpusWriter(serial=1).pages([b"\xf8\x01"])
-    head = pages_of(stream)[0]
+    head = split_pages(stream)[0]
     with pytest.raises(OggFormatError, match="no OpusTags"):
         OpusAudioReader().feed(head + _page(1, 0, [2], b"\xf8\x01"))
-    tags = pages_of(stream)[1]
+    tags = split_pages(stream)[1]
     for packet, samples in ((b"", 0), (bytes([0x83, 0]), 0), (bytes([0x83, 49]), 2940)):
         with pytest.raises(OggFormatError, match=f"of {samples} samples"):
             OpusAudioReader().feed(head + tags + _page(2, 0, [len(packet)], packet))

@@ -19,6 +19,7 @@ from tests.session_helpers import (
     wait_service_connections_closed,
     wait_while_silent,
 )
+from unmute_trio.protocol.ogg_opus import split_pages
 from unmute_trio.testing.harness import conversation_stack
 from unmute_trio.testing.llm_sim import LlmSimConfig
 from unmute_trio.testing.speech import silence
@@ -95,26 +96,13 @@ async def test_bot_audio_arrives_whole_in_either_tts_format(
     pages = [
         page
         for delta in client.of_type("response.audio.delta")
-        for page in whole_pages(base64.b64decode(delta["delta"]))
+        for page in split_pages(base64.b64decode(delta["delta"]))
     ]
     fields = [struct.unpack_from("<BqII", page, 5) for page in pages]
     assert [sequence for _, _, _, sequence in fields] == list(range(len(pages)))
     assert [flags for flags, _, _, _ in fields] == [2] + [0] * (len(pages) - 1)
     assert len({serial for _, _, serial, _ in fields}) == 1
     assert pages[0][28:36] == b"OpusHead" and pages[1][28:36] == b"OpusTags"
-
-
-def whole_pages(data: bytes) -> list[bytes]:
-    """The Ogg pages of ``data``, which must hold nothing else (no part of a page)."""
-    pages, at = [], 0
-    while at < len(data):
-        assert data[at : at + 4] == b"OggS", "a delta holds whole Ogg pages"
-        segments = data[at + 26]
-        size = 27 + segments + sum(data[at + 27 : at + 27 + segments])
-        assert at + size <= len(data), "a delta holds whole Ogg pages"
-        pages.append(data[at : at + size])
-        at += size
-    return pages
 
 
 async def test_two_full_turns(virtual_clock) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -18,6 +19,7 @@ from unmute_trio.loadtest.microphone import OggStream, encode_microphone
 from unmute_trio.protocol.g711 import float32_to_pcm16
 from unmute_trio.services.llm import LLMClient
 from unmute_trio.session.drain import Drain
+from unmute_trio.session.front import ClientFront
 from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.pacer import AUDIO_LEAD_S
 from unmute_trio.session.runner import Session
@@ -76,7 +78,10 @@ class MemorySocket:
             await self.got_event.wait()
 
 
-def make_session(llm: ScriptedLlm) -> tuple[Session, MemorySocket, InMemoryLinks]:
+def make_session(
+    llm: ScriptedLlm, front: Callable[[Context], ClientFront] | None = None
+) -> tuple[Session, MemorySocket, InMemoryLinks]:
+    """A session on in-memory links; its front is the OpenAI dialect's unless ``front``."""
     links = InMemoryLinks()
     ctx = Context(
         settings=Settings(),
@@ -85,7 +90,8 @@ def make_session(llm: ScriptedLlm) -> tuple[Session, MemorySocket, InMemoryLinks
         llm=llm,
     )
     socket = MemorySocket()
-    return Session(socket, ctx, OpenAIFront(ctx, {"model": "m"}), links), socket, links
+    client_front = OpenAIFront(ctx, {"model": "m"}) if front is None else front(ctx)
+    return Session(socket, ctx, client_front, links), socket, links
 
 
 async def speak(socket: MemorySocket, pcm: Any) -> None:
@@ -262,15 +268,7 @@ async def test_opus_from_the_tts_is_paced_by_the_packets_durations(
     """Unmute dialect, Opus from the TTS: the in-memory TTS sends one 40 ms Ogg page per
     message (not the 80 ms of a PCM frame), and the pacer releases each by its own duration."""
     llm = ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0)
-    links = InMemoryLinks()
-    ctx = Context(
-        settings=Settings(),
-        voices=[],
-        voice_store=MemoryVoiceStore(ttl_s=60, max_entries=4, clock=trio.current_time),
-        llm=llm,
-    )
-    socket = MemorySocket()
-    session = Session(socket, ctx, UnmuteFront(tts_opus=True), links)
+    session, socket, links = make_session(llm, lambda _: UnmuteFront(tts_opus=True))
     microphone = OggStream(encode_microphone([]))
 
     async def stream_silence() -> None:

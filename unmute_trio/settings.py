@@ -12,7 +12,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import SplitResult, urlsplit
 
 # The repository root holds voices.yaml; an editable install (``make run``) finds it here.
@@ -155,8 +155,10 @@ class Settings:
             trusted_proxy_hops=_int(
                 env, "UNMUTE_TRUSTED_PROXY_HOPS", d.trusted_proxy_hops, minimum=0
             ),
-            proxy_headers=_proxy_headers(env, "UNMUTE_PROXY_HEADERS", d.proxy_headers),
-            tts_audio=_tts_audio(env, "UNMUTE_TTS_AUDIO", d.tts_audio),
+            proxy_headers=_choice(
+                env, "UNMUTE_PROXY_HEADERS", d.proxy_headers, ("x-forwarded", "forwarded")
+            ),
+            tts_audio=_choice(env, "UNMUTE_TTS_AUDIO", d.tts_audio, ("opus", "pcm")),
             drain_timeout_s=_float(env, "UNMUTE_DRAIN_TIMEOUT_S", d.drain_timeout_s),
             first_event_timeout_s=_float(
                 env, "UNMUTE_FIRST_EVENT_TIMEOUT_S", d.first_event_timeout_s
@@ -287,19 +289,15 @@ def _log_level(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
-def _proxy_headers(env: Mapping[str, str], name: str, default: ProxyMode) -> ProxyMode:
-    raw = (_optional(env, name) or default).lower()
-    modes: tuple[ProxyMode, ...] = ("x-forwarded", "forwarded")
-    for mode in modes:
-        if raw == mode:
-            return mode
-    raise SettingsError(name, f"{raw!r} is not one of {', '.join(modes)}")
+_Choice = TypeVar("_Choice", bound=str)
 
 
-def _tts_audio(env: Mapping[str, str], name: str, default: TtsAudio) -> TtsAudio:
+def _choice(
+    env: Mapping[str, str], name: str, default: _Choice, choices: tuple[_Choice, ...]
+) -> _Choice:
+    """One of ``choices``, case-insensitively; ``default`` when unset."""
     raw = (_optional(env, name) or default).lower()
-    kinds: tuple[TtsAudio, ...] = ("opus", "pcm")
-    for kind in kinds:
-        if raw == kind:
-            return kind
-    raise SettingsError(name, f"{raw!r} is not one of {', '.join(kinds)}")
+    for choice in choices:
+        if raw == choice:
+            return choice
+    raise SettingsError(name, f"{raw!r} is not one of {', '.join(choices)}")

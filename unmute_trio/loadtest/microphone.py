@@ -23,7 +23,7 @@ import numpy as np
 import sphn
 
 from unmute_trio.protocol.moshi import SAMPLE_RATE
-from unmute_trio.protocol.ogg_opus import ogg_crc
+from unmute_trio.protocol.ogg_opus import ogg_crc, split_pages
 from unmute_trio.testing.speech import silence
 
 PAGE_SAMPLES = 960  # 40 ms per page, one Opus packet, as the Unmute frontend sends
@@ -38,20 +38,6 @@ _GRANULE = struct.Struct("<q")
 _SEQUENCE = struct.Struct("<I")
 _GRANULE_AT, _SEQUENCE_AT, _CRC_AT, _SEGMENTS_AT = 6, 18, 22, 26
 _NO_CRC = bytes(4)
-
-
-def split_pages(data: bytes) -> list[bytes]:
-    pages = []
-    position = 0
-    while position < len(data):
-        if data[position : position + 4] != b"OggS":
-            raise ValueError("not an Ogg page")
-        segments = data[position + _SEGMENTS_AT]
-        table = data[position + 27 : position + 27 + segments]
-        size = 27 + segments + sum(table)
-        pages.append(data[position : position + size])
-        position += size
-    return pages
 
 
 @dataclasses.dataclass(frozen=True)

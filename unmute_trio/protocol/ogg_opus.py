@@ -15,7 +15,7 @@ state only smooths the joins), which is what makes this re-framing valid.
 - :class:`OggOpusWriter`: packets → Ogg pages of one stream (its own serial number, page
   sequence and granule positions, CRC), starting with its OpusHead and OpusTags pages.
 - :func:`opus_packet_samples`: the duration of a packet from its TOC byte (RFC 6716 §3.1).
-- :func:`ogg_crc`: Ogg's CRC-32, at C speed.
+- :func:`ogg_crc`: Ogg's CRC-32, at C speed; :func:`split_pages`: whole pages apart.
 
 Pure: no I/O, no clock. Formats: RFC 3533 (Ogg), RFC 7845 (Opus in Ogg).
 """
@@ -92,6 +92,22 @@ def opus_packet_samples(packet: bytes) -> int:
     code = toc & 3
     frames = 1 if code == 0 else 2 if code < 3 else (packet[1] & 0x3F if len(packet) > 1 else 0)
     return frames * _FRAME_SAMPLES[toc >> 3]
+
+
+def split_pages(data: bytes) -> list[bytes]:
+    """The Ogg pages of ``data``, which must be whole pages and nothing else."""
+    pages = []
+    at = 0
+    while at < len(data):
+        if data[at : at + 4] != CAPTURE_PATTERN or len(data) - at < HEADER_SIZE:
+            raise OggFormatError("not a whole Ogg page")
+        segments = data[at + 26]
+        size = HEADER_SIZE + segments + sum(data[at + HEADER_SIZE : at + HEADER_SIZE + segments])
+        if at + size > len(data):
+            raise OggFormatError("not a whole Ogg page")
+        pages.append(data[at : at + size])
+        at += size
+    return pages
 
 
 def opus_head_channels(packet: bytes) -> int:

@@ -35,6 +35,7 @@ from unmute_trio.protocol.moshi import (
     decode_tts_server,
     encode,
 )
+from unmute_trio.protocol.ogg_opus import split_pages
 from unmute_trio.protocol.openai_chat import ReplyOutcome
 from unmute_trio.services.stt import SpeechToText
 from unmute_trio.services.tts import TextToSpeech
@@ -132,19 +133,9 @@ class ToneTtsTransport(_Transport):
             else:
                 # One message per Ogg page (40 ms), the headers on their own: the session must
                 # pace by the packets' durations, not by messages.
-                for page in _ogg_pages(self._opus.append_pcm(tone)):
+                for page in split_pages(self._opus.append_pcm(tone)):
                     self._put(OggOpus(data=page))
         self._seconds = stop
-
-
-def _ogg_pages(data: bytes) -> list[bytes]:
-    pages, at = [], 0
-    while at < len(data):
-        segments = data[at + 26]
-        size = 27 + segments + sum(data[at + 27 : at + 27 + segments])
-        pages.append(data[at : at + size])
-        at += size
-    return pages
 
 
 class InMemoryLinks:
