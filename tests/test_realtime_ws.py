@@ -11,6 +11,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import AcceptConnection, CloseConnection, Message, Request, TextMessage
 
 from tests.conftest import replace
@@ -269,8 +270,11 @@ async def flood_until_closed(port: int, message: str) -> tuple[int, str, str, st
         try:
             while not closed.is_set():
                 async with send_lock:
-                    if not closed.is_set():
-                        await stream.send_all(ws.send(Message(data=message)))
+                    # The server's close may have come with the upgrade's answer, in the same
+                    # read: wsproto then refuses to send, as a browser stops sending.
+                    if closed.is_set() or ws.state is not ConnectionState.OPEN:
+                        break
+                    await stream.send_all(ws.send(Message(data=message)))
         except trio.BrokenResourceError as e:
             ending = f"sending failed: {e.__cause__!r}"
             closed.set()

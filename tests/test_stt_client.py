@@ -87,6 +87,7 @@ async def test_happy_path_words_clock_pause_and_rechunking(nursery: trio.Nursery
         assert stt.sent_samples == len(audio)
     # Whole 1920-sample messages only: one per frame, not one per chunk.
     assert counter("worker_stt_sent_frames_total") - sent_before == n_frames
+    assert sim.connections_log[-1].binary_messages == n_frames
     steps = [m for m in messages if isinstance(m, Step)]
     assert [s.step_idx for s in steps] == list(range(n_frames))
     words = [m.text for m in messages if isinstance(m, Word)]
@@ -106,9 +107,13 @@ async def test_silence_frames_and_marker(nursery: trio.Nursery) -> None:
         assert stt.buffered_samples == 1000
         sent_before = counter("worker_stt_sent_frames_total")
         await stt.send_silence_frames(8)
-        # The 1000 buffered samples went out first; 8 messages; the leftover zeros wait.
+        # The 1000 buffered samples went out first, in the same single message as the 8 frames;
+        # the leftover zeros wait.
         assert counter("worker_stt_sent_frames_total") - sent_before == 8
         assert stt.buffered_samples == 1000
+        assert stt.sent_samples == 8 * SAMPLES_PER_FRAME
+        await wait_until(lambda: sim.connections_log[-1].frames_processed == 8)
+        assert sim.connections_log[-1].binary_messages == 1
         await stt.send_marker(42)
         await stt.send_silence_frames(8)  # keep the stream advancing past the model delay
         messages = await receive_steps(stt, 16)

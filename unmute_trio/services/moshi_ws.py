@@ -63,6 +63,7 @@ from unmute_trio.errors import (
 )
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import Error, Ready
+from unmute_trio.services import socket_send
 from unmute_trio.services.ws_connect import open_stream, upgrade
 from unmute_trio.services.ws_frames import (
     ABNORMAL_CLOSURE,
@@ -160,7 +161,7 @@ class MoshiSocket(Generic[M]):
         else:
             self._send_lock.acquire_nowait()
         try:
-            await self._stream.send_all(data)
+            await socket_send.send_all(self._stream, data)  # under the send lock
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:
             self._lost()
             raise ServiceDisconnected(

@@ -12,11 +12,14 @@ API
   prefix), waits for ``Ready`` and yields a :class:`SpeechToText`. Raises ``ServiceAtCapacity``,
   ``ServiceTimeout``, ``ServiceDisconnected`` or ``ServiceProtocolError`` (service ``"stt"``).
   The socket is closed on every exit. Its signature fits ``services.discovery.open_service``.
-- :meth:`SpeechToText.send_audio`: re-chunks into 1920-sample ``Audio`` messages (the server
-  steps on 1920-sample frames and takes one message per step, so 960-sample pages would need
-  two messages per step). At most 1919 samples stay buffered between calls.
+- :meth:`SpeechToText.send_audio`: re-chunks into whole 1920-sample frames (the server steps on
+  1920-sample frames and takes one message per step, so 960-sample pages would need two
+  messages per step). The frames a call completes go out as one ``Audio`` message: a flush's
+  eight frames are one message, not eight (the server then takes one buffered frame per step,
+  as fast as eight messages; each message costs a send here and a receive there). At most 1919
+  samples stay buffered between calls.
 - :meth:`SpeechToText.send_silence_frames`: appends ``n × 1920`` zeros to the stream at once
-  (the flush after a detected pause); the frames go out back to back.
+  (the flush after a detected pause), in one message.
 - :meth:`SpeechToText.receive`: the next ``Word``, ``EndWord``, ``Step`` or ``Marker``; a
   ``Step`` whose pause heads are malformed is a ``ServiceProtocolError``. What the Steps mean
   (the STT clock, the smoothed pause prediction) is the conversation core's business
@@ -24,7 +27,7 @@ API
   itself, so any close raises ``ServiceDisconnected``.
 
 Metrics (docs/services.md): ``worker_stt_sessions`` and ``worker_stt_active_sessions`` on Ready;
-``worker_stt_sent_frames`` per Audio message; ``worker_stt_recv_frames`` per Step;
+``worker_stt_sent_frames`` per 1920-sample frame sent; ``worker_stt_recv_frames`` per Step;
 ``worker_stt_recv_words`` (words in each Word); ``worker_stt_ttft`` (first Step after the first
 audio); at close, if audio was sent, ``worker_stt_session_duration`` (from the first audio),
 ``worker_stt_audio_duration`` and ``worker_stt_num_words``.
@@ -74,7 +77,6 @@ class SpeechToText:
         # Re-chunking buffer: fewer than SAMPLES_PER_FRAME samples between calls.
         self._pending = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
         self._pending_len = 0
-        self._silence_frame = np.zeros(SAMPLES_PER_FRAME, dtype=np.float32)
         self._sending = False
         self.sent_samples = 0
         self.received_words = 0
@@ -87,43 +89,31 @@ class SpeechToText:
         return self._pending_len
 
     async def send_audio(self, pcm: np.ndarray) -> None:
-        """Queue 24 kHz mono samples; every complete 1920-sample frame is sent now."""
+        """Queue 24 kHz mono samples; the complete 1920-sample frames go out now, as one
+        ``Audio`` message (two or more only when a call completes several frames: a flush)."""
         pcm = np.asarray(pcm, dtype=np.float32)
         if pcm.ndim != 1:
             raise ValueError(f"expected 1-D audio, got shape {pcm.shape}")
         with self._send_guard():
-            offset = 0
-            if self._pending_len:
-                take = min(SAMPLES_PER_FRAME - self._pending_len, len(pcm))
-                self._pending[self._pending_len : self._pending_len + take] = pcm[:take]
-                self._pending_len += take
-                offset = take
-                if self._pending_len < SAMPLES_PER_FRAME:
-                    return
-                self._pending_len = 0
-                await self._send_frame(self._pending)
-            while len(pcm) - offset >= SAMPLES_PER_FRAME:
-                await self._send_frame(pcm[offset : offset + SAMPLES_PER_FRAME])
-                offset += SAMPLES_PER_FRAME
-            rest = len(pcm) - offset
-            self._pending[:rest] = pcm[offset:]
+            held = self._pending_len
+            frames = (held + len(pcm)) // SAMPLES_PER_FRAME
+            if frames == 0:
+                self._pending[held : held + len(pcm)] = pcm
+                self._pending_len += len(pcm)
+                return
+            take = frames * SAMPLES_PER_FRAME - held  # samples of pcm that go out now
+            out = np.concatenate((self._pending[:held], pcm[:take])) if held else pcm[:take]
+            rest = len(pcm) - take
+            self._pending[:rest] = pcm[take:]
             self._pending_len = rest
+            await self._send_frames(out, frames)
 
     async def send_silence_frames(self, n: int) -> None:
-        """Append ``n`` frames of silence to the stream, sent back to back.
-
-        Buffered samples go out first (completed with zeros); the remaining zeros of the last
-        frame stay buffered, so exactly ``n × 1920`` zeros enter the stream and exactly ``n``
-        messages are sent.
-        """
+        """Append ``n × 1920`` zeros to the stream: buffered samples go out first, completed with
+        zeros, in the same message; the remaining zeros of the last frame stay buffered."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        if self._pending_len == 0:
-            with self._send_guard():
-                for _ in range(n):
-                    await self._send_frame(self._silence_frame)
-        else:
-            await self.send_audio(np.zeros(n * SAMPLES_PER_FRAME, dtype=np.float32))
+        await self.send_audio(np.zeros(n * SAMPLES_PER_FRAME, dtype=np.float32))
 
     async def send_marker(self, marker_id: int) -> None:
         """Ask for ``Marker(marker_id)`` back once all audio sent so far has been processed."""
@@ -159,12 +149,12 @@ class SpeechToText:
         except ValueError as e:
             raise ServiceProtocolError(SERVICE, f"bad Step: {e}") from None
 
-    async def _send_frame(self, frame: np.ndarray) -> None:
-        data = encode(Audio(pcm=frame))  # copies the samples: the buffer may be reused now
+    async def _send_frames(self, pcm: np.ndarray, frames: int) -> None:
+        data = encode(Audio(pcm=pcm))  # copies the samples: the buffers may be reused now
         if self._first_audio_at is None:
             self._first_audio_at = trio.current_time()
-        self.sent_samples += len(frame)
-        metrics.STT_SENT_FRAMES.inc()
+        self.sent_samples += len(pcm)
+        metrics.STT_SENT_FRAMES.inc(frames)
         await self._socket.send(data)
 
     def _send_guard(self) -> _SendGuard:

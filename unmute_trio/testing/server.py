@@ -14,6 +14,8 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from unmute_trio.web import hypercorn_fixes
+
 
 def hypercorn_config(host: str = "127.0.0.1", port: int = 0, **overrides: Any) -> Config:
     config = Config()
@@ -36,6 +38,7 @@ async def serve_app(
     **config_overrides: Any,
 ) -> None:
     """Serve ``app`` until cancelled; ``task_status.started`` receives the bound port."""
+    hypercorn_fixes.apply()  # the server's hypercorn: its fixes, its frame codec, its costs
     config = hypercorn_config(host, port, **config_overrides)
 
     async def _serve(*, task_status: trio.TaskStatus[list[str]]) -> None:

@@ -38,7 +38,8 @@ Behaviour, per connection
 - Idle timeout: the stream closes (code 1000) after ``idle_timeout_s`` without any message.
 
 ``SttSimulator.connections_log`` holds an :class:`SttConnectionRecord` per connection (newest
-last, the last 1000): authorised or not, at capacity, frames processed, words and markers sent,
+last, the last 1000): authorised or not, at capacity, binary messages received, frames
+processed, words and markers sent,
 and how the stream ended. ``open_connections`` counts handlers currently running.
 
 Deviations from a real moshi-server
@@ -119,6 +120,7 @@ class SttConnectionRecord:
     authorized: bool
     at_capacity: bool = False
     frames_processed: int = 0
+    binary_messages: int = 0  # Audio, OggOpus and Marker messages received
     words_sent: list[str] = field(default_factory=list)
     markers_echoed: list[int] = field(default_factory=list)
     end: str | None = None  # "client", "idle_timeout", "invalid_message", "killed", ...
@@ -189,6 +191,7 @@ class SttSimulator(MoshiSimulator):
         cfg = self.config
         if not isinstance(data, bytes):
             return True  # the real server ignores text frames
+        record.binary_messages += 1
         try:
             msg = decode_stt_client(data)
             if isinstance(msg, Audio):

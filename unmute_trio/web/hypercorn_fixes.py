@@ -31,10 +31,7 @@
    that hypercorn fills with ``await send()``, which passes through trio's scheduler even when
    there is room. The patched hand-over puts the message in without that round when there is
    room, and waits as before when the queue is full; the app's side reads the queue the same way
-   (``web/realtime.py``). HTTP keeps hypercorn's own hand-over. (hypercorn also takes a
-   ``trio.Lock`` with ``async with`` around each send to the socket, another round per message;
-   taking the free lock without it made a client's end of stream after a keep-alive request
-   sometimes leave the connection open, so that one is left as it is.)
+   (``web/realtime.py``). HTTP keeps hypercorn's own hand-over.
 
 5. Also a cost: hypercorn reads and writes WebSocket frames with wsproto, whose per-message work
    was most of hypercorn's share of the server's CPU (py-spy at 40 sessions: 13.3 % reading
@@ -45,22 +42,35 @@
    the price of a zlib call per message in each direction. The client is told by the absence
    of the extension in the 101 answer (RFC 7692 §5), and carries on uncompressed.
 
-``apply()`` is idempotent (each patch carries a mark).
+6. Also a cost, on the way out: each WebSocket message hypercorn writes takes two scheduling
+   rounds, one for its connection's send lock (``async with``) and one for trio's socket send,
+   even when the lock is free and the kernel takes the bytes at once. A round is every other
+   runnable task's turn: under load, a simulator writing a flush's eight Steps waited ~90 ms
+   per Step. WebSocket bytes are now written under the same lock, taken without a round when
+   free, by ``services.socket_send.send_all`` (no round when the kernel takes them all). HTTP
+   keeps hypercorn's own path: taking the free lock without its round there made a client's
+   end of stream after a keep-alive request sometimes leave the connection open.
+
+``apply()`` is idempotent (each patch carries a mark). ``testing.server.serve_app`` applies the
+fixes too, so the simulators and local engines run on the same hypercorn as the server.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 from hypercorn.events import Closed, RawData, Updated
+from hypercorn.protocol import h11 as h11_protocol
 from hypercorn.protocol import ws_stream
-from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.events import Data, StreamClosed
 from hypercorn.trio import task_group, tcp_server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
 
+from unmute_trio.services import socket_send
 from unmute_trio.web.ws_connection import ServerConnection
 
 _APPLIED_MARK = "_unmute_trio_fixed"
@@ -70,9 +80,15 @@ BOOKKEEPING_TIMEOUT_S = 1.0
 _MAX_MESSAGE_ATTR = "_unmute_trio_max_message_bytes"
 
 
+@dataclass(frozen=True)
+class _WebSocketBytes(RawData):
+    """Bytes of an upgraded WebSocket connection on their way to the socket (fix 6)."""
+
+
 def apply() -> None:
     _end_stream_after_message_too_big()
     _shield_connection_bookkeeping()
+    _write_websocket_bytes_without_scheduling_rounds()
     _read_without_an_unbounded_timer()
     _hand_over_messages_without_a_scheduling_round()
     _serve_frames_with_our_codec()
@@ -107,6 +123,9 @@ def _end_stream_after_message_too_big() -> None:
 def _shield_connection_bookkeeping() -> None:
     def wrap(original: Any) -> Any:
         async def protocol_send_shielded(self: Any, event: Any) -> None:
+            if type(event) is _WebSocketBytes:
+                await _send_websocket_bytes(self, event.data)
+                return
             if not isinstance(event, (Closed, Updated)):
                 await original(self, event)  # RawData: hypercorn shields the send itself
                 return
@@ -118,6 +137,37 @@ def _shield_connection_bookkeeping() -> None:
         return protocol_send_shielded
 
     _patch(tcp_server.TCPServer, "protocol_send", wrap)
+
+
+async def _send_websocket_bytes(server: Any, data: bytes) -> None:
+    """What hypercorn's ``TCPServer.protocol_send`` does with ``RawData`` (under the connection's
+    send lock, shielded, a broken connection reported as ``Closed``), without its rounds."""
+    lock: trio.Lock = server.send_lock
+    if lock.locked():
+        await lock.acquire()
+    else:
+        lock.acquire_nowait()
+    try:
+        with trio.CancelScope(shield=True):
+            await socket_send.send_all(server.stream, data)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        await server.protocol.handle(Closed())
+    finally:
+        lock.release()
+
+
+def _write_websocket_bytes_without_scheduling_rounds() -> None:
+    def wrap(original: Any) -> Any:
+        async def stream_send(self: Any, event: Any) -> None:
+            # Data events are an upgraded WebSocket's frames; HTTP bodies are Body events.
+            if isinstance(event, Data):
+                await self.send(_WebSocketBytes(data=event.data))
+            else:
+                await original(self, event)
+
+        return stream_send
+
+    _patch(h11_protocol.H11Protocol, "stream_send", wrap)
 
 
 _hypercorn_read_data = tcp_server.TCPServer._read_data
