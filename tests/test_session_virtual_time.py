@@ -298,3 +298,32 @@ async def test_opus_from_the_tts_is_paced_by_the_packets_durations(
     ]
     assert all(abs(a - b) < 1e-9 for a, b in zip(audio, expected, strict=True)), audio
     assert len(audio) == pages_per_word * len(links.tts[0].words)
+
+
+async def test_audio_held_for_a_whole_stt_frame_precedes_the_flush(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Microphone audio reaches the STT sender in whole 1920-sample frames; a flush decided
+    while half a frame is held sends that half first, then the silence: nothing is lost, and the
+    silence comes after everything the user said."""
+    session, socket, links = make_session(ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0))
+    pages = 3  # 40 ms each: one whole frame, then half of one held back
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await configure(socket)
+        await speak(socket, speech_like(pages * CHUNK_S))
+        with trio.fail_after(5):
+            while not links.stt or links.stt[0].asr.samples_received < 1920:
+                await trio.sleep(0.01)
+        await trio.sleep(1)
+        # One frame out; the third page waits for the rest of its frame.
+        assert links.stt[0].asr.samples_received == 1920
+        await socket.to_server.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await socket.wait_for("response.done")
+        nursery.cancel_scope.cancel()
+    stt = links.stt_streams[0]
+    # Every sample the client sent, and the eight frames of silence, entered the STT stream: the
+    # STT client keeps back only what does not make a whole frame, the last half of the silence.
+    assert links.stt[0].asr.samples_received + stt.buffered_samples == pages * 960 + 8 * 1920
+    assert stt.buffered_samples == 960
+    assert not stt._pending[:960].any()

@@ -72,11 +72,15 @@ from unmute_trio.session.writer import ClientTooSlow, ClientWriter
 
 log = logging.getLogger(__name__)
 
-# Decoded microphone audio (and flush silence) waiting for the STT: items are ~960-sample
-# pages, so ~2.5 s. The reader waits when it is full, which pushes back on the client's socket.
-STT_QUEUE = 64
+# Decoded microphone audio (and flush silence) waiting for the STT: items hold at least one
+# 1920-sample frame (two browser pages), so ~2.5 s. The reader waits when it is full, which pushes
+# back on the client's socket.
+STT_QUEUE = 32
 # After this long without client audio, one silent frame keeps the STT stream open.
 STT_KEEPALIVE_S = 10.0
+# The sender pushes the keep-alive deadline back at most this often: each move of a cancel
+# scope's deadline is an entry in trio's deadline heap, and audio comes 12.5 times a second.
+STT_KEEPALIVE_RESOLUTION_S = 1.0
 # Model auto-detection is one request, cached for the process; a session start does not wait
 # longer than this for it (the prompt then names the model generically).
 MODEL_NAME_WAIT_S = 1.0
@@ -120,6 +124,9 @@ class Session:
         # Turns spawned and not yet ended (counted from the spawn, before the task runs).
         self._running_turns = RunningCount()
         self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
+        # Microphone audio held back until it makes a whole STT frame (see audio_in).
+        self._stt_held: list[np.ndarray] = []
+        self._stt_held_samples = 0
         self._pending_flush_frames = 0
         self._drain_told = False  # DrainStarted was given to the machine
         # The idle watch (session/idle.py), and whether it is closing the session.
@@ -355,7 +362,9 @@ class Session:
                 while True:
                     pcm = await hops.receive(self._stt_receive)
                     await stt.send_audio(pcm)
-                    keepalive.deadline = trio.current_time() + STT_KEEPALIVE_S
+                    now = trio.current_time()
+                    if keepalive.deadline - now < STT_KEEPALIVE_S - STT_KEEPALIVE_RESOLUTION_S:
+                        keepalive.deadline = now + STT_KEEPALIVE_S
             # The client sends no audio (OpenAI clients may talk by text alone), and
             # moshi-server closes a stream that receives nothing for 20 s: one silent frame.
             await stt.send_audio(np.zeros(moshi.SAMPLES_PER_FRAME, dtype=np.float32))
@@ -371,9 +380,14 @@ class Session:
     # ------------------------------------------------------------------ client (for the front)
 
     async def audio_in(self, pcm: np.ndarray) -> None:
-        # The frame goes to the STT before the machine hears of it, so a flush it triggers
-        # follows this frame.
-        await hops.send(self._stt_send, pcm)
+        # The audio goes to the STT before the machine hears of it, so a flush it triggers
+        # follows it. It is handed to the sender once it makes a whole 1920-sample frame: the STT
+        # client sends nothing shorter anyway, and the sender then wakes once per frame instead
+        # of once per browser page.
+        self._stt_held.append(pcm)
+        self._stt_held_samples += len(pcm)
+        if self._stt_held_samples >= moshi.SAMPLES_PER_FRAME:
+            await hops.send(self._stt_send, self._take_held_audio())
         self._in_audio_in = True
         try:
             self.dispatch(AudioReceived(len(pcm)))
@@ -381,10 +395,19 @@ class Session:
             self._in_audio_in = False
         await self._send_pending_flush()
 
+    def _take_held_audio(self, *then: np.ndarray) -> np.ndarray:
+        """The held microphone audio, followed by ``then``, as one array; nothing stays held."""
+        parts = [*self._stt_held, *then]
+        self._stt_held.clear()
+        self._stt_held_samples = 0
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     async def _send_pending_flush(self) -> None:
         if self._pending_flush_frames:
             frames, self._pending_flush_frames = self._pending_flush_frames, 0
-            await self._stt_send.send(np.zeros(frames * moshi.SAMPLES_PER_FRAME, dtype=np.float32))
+            silence = np.zeros(frames * moshi.SAMPLES_PER_FRAME, dtype=np.float32)
+            # The audio held back goes first: the silence follows everything the user said.
+            await self._stt_send.send(self._take_held_audio(silence))
 
     async def system_prompt(self, instructions: Instructions | None) -> str:
         news = None

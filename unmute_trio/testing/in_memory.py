@@ -144,13 +144,16 @@ class InMemoryLinks:
     def __init__(self, stt_script: tuple[str, ...] = DEFAULT_STT_SCRIPT) -> None:
         self._script = stt_script
         self.stt: list[AsrTransport] = []
+        self.stt_streams: list[SpeechToText] = []
         self.tts: list[ToneTtsTransport] = []
 
     @asynccontextmanager
     async def open_stt(self) -> AsyncIterator[SpeechToText]:
         transport = AsrTransport(SimulatedAsr(self._script))
         self.stt.append(transport)
-        yield SpeechToText(transport)
+        stream = SpeechToText(transport)
+        self.stt_streams.append(stream)
+        yield stream
 
     @asynccontextmanager
     async def open_tts(
