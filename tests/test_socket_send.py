@@ -145,6 +145,7 @@ async def test_hypercorn_websocket_bytes_written_under_the_lock_without_rounds()
         send_lock=trio.Lock(), stream=client, protocol=SimpleNamespace(handle=handle)
     )
     async with client, server:
+
         async def send_frames() -> None:
             for _ in range(20):
                 await hypercorn_fixes._send_websocket_bytes(connection, b"frame")
