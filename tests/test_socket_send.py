@@ -13,7 +13,7 @@ import trio
 import trio.testing
 from hypercorn.events import Closed
 
-from unmute_trio.services.socket_send import send_all
+from unmute_trio.services.socket_send import send_all, write_now
 from unmute_trio.web import hypercorn_fixes
 
 
@@ -170,3 +170,18 @@ async def test_hypercorn_websocket_bytes_written_under_the_lock_without_rounds()
                 await hypercorn_fixes._send_websocket_bytes(connection, b"x" * 1000)
         assert isinstance(handled[0], Closed)
         assert not connection.send_lock.locked()
+
+
+async def test_write_now_reports_what_the_kernel_took() -> None:
+    sender, _ = trio.testing.memory_stream_pair()
+    assert write_now(sender, b"abc") == 0  # not a socket: left to send_all
+    client, server = await tcp_pair()
+    async with server:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        assert write_now(client, b"abc") == 3
+        assert await receive_exactly(server, 3) == b"abc"
+        big = b"x" * (8 * 1024 * 1024)
+        taken = write_now(client, big)
+        assert 0 < taken < len(big)  # a full buffer takes part, without waiting
+        await client.aclose()
+        assert write_now(client, b"abc") == 0  # closed: the error is send_all's to raise

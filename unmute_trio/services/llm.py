@@ -276,7 +276,10 @@ class LLMClient:
                     metrics.VLLM_TTFT.observe(trio.current_time() - started)
                 num_words += 1
                 metrics.VLLM_RECV_WORDS.inc()
-                await send_words.send(word)
+                try:  # no scheduling round when there is room: reading the body checkpoints
+                    send_words.send_nowait(word)
+                except trio.WouldBlock:
+                    await send_words.send(word)
 
         try:
             model = await self.model()

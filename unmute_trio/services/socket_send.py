@@ -35,13 +35,20 @@ async def send_all(stream: trio.abc.SendStream, data: bytes | bytearray | memory
         await stream.send_all(data)
         return
     await trio.lowlevel.checkpoint_if_cancelled()
-    try:
-        sent = os.write(stream.socket.fileno(), data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        # Closed (fileno -1), reset, broken pipe: trio's send_all raises its own error for it.
-        await stream.send_all(data)
-        return
+    sent = write_now(stream, data)
     if sent < len(data):
         await stream.send_all(memoryview(data)[sent:])
+
+
+def write_now(stream: trio.abc.SendStream, data: bytes | bytearray | memoryview) -> int:
+    """Write what the kernel takes of ``data`` now, without waiting or checking for
+    cancellation; returns how many bytes that was. 0 when it took nothing, when the write failed
+    (the caller's ``send_all`` of the rest then raises trio's error for it) and for streams that
+    are not a plain ``trio.SocketStream``. The caller holds the stream's send lock."""
+    if type(stream) is not trio.SocketStream:
+        return 0
+    try:
+        return os.write(stream.socket.fileno(), data)
+    except OSError:
+        # Would block, or closed (fileno -1), reset, broken pipe: left to send_all.
+        return 0

@@ -47,7 +47,8 @@
    even when the lock is free and the kernel takes the bytes at once. A round is every other
    runnable task's turn: under load, a simulator writing a flush's eight Steps waited ~90 ms
    per Step. WebSocket bytes are now written under the same lock, taken without a round when
-   free, by ``services.socket_send.send_all`` (no round when the kernel takes them all). HTTP
+   free, by ``services.socket_send.write_now``, and only what the kernel did not take goes
+   through trio's (shielded) ``send_all``. HTTP
    keeps hypercorn's own path: taking the free lock without its round there made a client's
    end of stream after a keep-alive request sometimes leave the connection open.
 
@@ -148,8 +149,12 @@ async def _send_websocket_bytes(server: Any, data: bytes) -> None:
     else:
         lock.acquire_nowait()
     try:
-        with trio.CancelScope(shield=True):
-            await socket_send.send_all(server.stream, data)
+        # hypercorn shields this send from cancellation: a write that does not wait needs no
+        # scope for that (entering one costs about as much as the write).
+        sent = socket_send.write_now(server.stream, data)
+        if sent < len(data):
+            with trio.CancelScope(shield=True):
+                await server.stream.send_all(memoryview(data)[sent:])
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         await server.protocol.handle(Closed())
     finally:
