@@ -426,3 +426,18 @@ async def test_sim_stream_shape(nursery: trio.Nursery, http) -> None:
     assert contents == ["Won", "der", "ful", " wea", "the", "r"]
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == [] and "usage" in chunks[-1]
+
+
+def test_pooled_connections_are_dropped_before_common_servers_close_them() -> None:
+    """A connection the server closes while a request is being sent on it fails the request
+    ("Server disconnected without sending a response"); it happened in a capacity run when
+    httpx's 5 s expiry met the LLM server's 5 s keep-alive. The app's pool drops idle
+    connections earlier than hypercorn (the simulators), uvicorn (vLLM) and llama.cpp's server."""
+    from hypercorn.config import Config
+
+    from unmute_trio.web.app import HTTP_LIMITS
+
+    common_server_keep_alive_s = min(Config().keep_alive_timeout, 5.0)  # uvicorn, llama.cpp: 5 s
+    assert HTTP_LIMITS.keepalive_expiry is not None
+    assert HTTP_LIMITS.keepalive_expiry <= common_server_keep_alive_s - 0.5
+    assert HTTP_LIMITS.max_keepalive_connections == HTTP_LIMITS.max_connections

@@ -31,6 +31,17 @@ from unmute_trio.web.realtime import with_realtime
 from unmute_trio.web.routes import install_routes
 from unmute_trio.web.state import AppState, SessionRunner
 
+# The shared HTTP client's pool: httpx's 100 connections, all of which may stay open between
+# requests (httpx keeps 20: with more sessions than that, replies opened new connections to the
+# LLM). An idle connection is dropped after 4 s, before the servers an LLM usually runs behind
+# close it (uvicorn for vLLM, hypercorn, llama.cpp's server: 5 s). With httpx's default of 5 s,
+# a request sent at the moment the server closed the connection failed with "Server disconnected
+# without sending a response" (seen in a capacity run, where sessions reach the LLM every ~7 s).
+HTTP_KEEPALIVE_EXPIRY_S = 4.0
+HTTP_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=100, keepalive_expiry=HTTP_KEEPALIVE_EXPIRY_S
+)
+
 log = logging.getLogger(__name__)
 
 MODEL_DETECTION_TIMEOUT_S = 10.0
@@ -204,7 +215,7 @@ def create_app(
     async def open_clients() -> None:
         # One pooled client for health probes, voice cloning and the LLM. Per-request timeouts
         # are always given explicitly; this default only bounds anything that forgets to.
-        st.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
+        st.http = httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=HTTP_LIMITS)
         st.health = HealthChecker(settings, st.http, st.voice_store)
         st.llm = LLMClient(
             settings.llm_url,
