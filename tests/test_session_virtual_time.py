@@ -320,10 +320,17 @@ async def test_audio_held_for_a_whole_stt_frame_precedes_the_flush(
         assert links.stt[0].asr.samples_received == 1920
         await socket.to_server.send(json.dumps({"type": "input_audio_buffer.commit"}))
         await socket.wait_for("response.done")
+        stt = links.stt_streams[0]
+        asr = links.stt[0].asr
+        # Every sample the client sent, and the eight frames of silence, entered the STT stream:
+        # the STT client keeps back only what does not make a whole frame, the last half of the
+        # silence.
+        assert asr.samples_received + stt.buffered_samples == pages * 960 + 8 * 1920
+        assert stt.buffered_samples == 960
+        assert not stt._pending[:960].any()
+        # The stream is now half a frame in: the next page completes a frame and goes out at
+        # once, not with the page after it.
+        before = asr.samples_received
+        await speak(socket, speech_like(CHUNK_S))
+        assert asr.samples_received == before + 1920
         nursery.cancel_scope.cancel()
-    stt = links.stt_streams[0]
-    # Every sample the client sent, and the eight frames of silence, entered the STT stream: the
-    # STT client keeps back only what does not make a whole frame, the last half of the silence.
-    assert links.stt[0].asr.samples_received + stt.buffered_samples == pages * 960 + 8 * 1920
-    assert stt.buffered_samples == 960
-    assert not stt._pending[:960].any()

@@ -124,9 +124,12 @@ class Session:
         # Turns spawned and not yet ended (counted from the spawn, before the task runs).
         self._running_turns = RunningCount()
         self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
-        # Microphone audio held back until it makes a whole STT frame (see audio_in).
+        # Microphone audio held back until it completes a frame of the STT stream (audio_in),
+        # and where the stream is within its current frame: the samples handed over so far,
+        # modulo 1920 (flushes and keep-alives add whole frames and do not move it).
         self._stt_held: list[np.ndarray] = []
         self._stt_held_samples = 0
+        self._stt_frame_offset = 0
         self._pending_flush_frames = 0
         self._drain_told = False  # DrainStarted was given to the machine
         # The idle watch (session/idle.py), and whether it is closing the session.
@@ -381,12 +384,12 @@ class Session:
 
     async def audio_in(self, pcm: np.ndarray) -> None:
         # The audio goes to the STT before the machine hears of it, so a flush it triggers
-        # follows it. It is handed to the sender once it makes a whole 1920-sample frame: the STT
-        # client sends nothing shorter anyway, and the sender then wakes once per frame instead
-        # of once per browser page.
+        # follows it. It is handed to the sender once it completes a 1920-sample frame of the
+        # STT stream (the STT client sends nothing shorter, so nothing goes out later than it
+        # would page by page), and the sender then wakes once per frame instead of per page.
         self._stt_held.append(pcm)
         self._stt_held_samples += len(pcm)
-        if self._stt_held_samples >= moshi.SAMPLES_PER_FRAME:
+        if self._stt_frame_offset + self._stt_held_samples >= moshi.SAMPLES_PER_FRAME:
             await hops.send(self._stt_send, self._take_held_audio())
         self._in_audio_in = True
         try:
@@ -398,6 +401,9 @@ class Session:
     def _take_held_audio(self, *then: np.ndarray) -> np.ndarray:
         """The held microphone audio, followed by ``then``, as one array; nothing stays held."""
         parts = [*self._stt_held, *then]
+        self._stt_frame_offset = (
+            self._stt_frame_offset + sum(len(part) for part in parts)
+        ) % moshi.SAMPLES_PER_FRAME
         self._stt_held.clear()
         self._stt_held_samples = 0
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
