@@ -58,7 +58,6 @@ from unmute_trio.protocol.close_codes import CloseCode
 from unmute_trio.protocol.dialects import Dialect
 from unmute_trio.protocol.instructions import Instructions
 from unmute_trio.services.stt import SpeechToText
-from unmute_trio.session import hops
 from unmute_trio.session.context import LlmLink, RealtimeSocket, SessionContext
 from unmute_trio.session.drain import CLOSE_REASON, RunningCount
 from unmute_trio.session.front import ClientFront
@@ -66,21 +65,13 @@ from unmute_trio.session.idle import ClientSilence, SilenceClose
 from unmute_trio.session.links import NetworkLinks, ServiceLinks
 from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.recorder import Recorder
+from unmute_trio.session.stt_feed import SttFeed
 from unmute_trio.session.turn import run_turn
 from unmute_trio.session.unmute_front import UnmuteFront
 from unmute_trio.session.writer import ClientTooSlow, ClientWriter
 
 log = logging.getLogger(__name__)
 
-# Decoded microphone audio (and flush silence) waiting for the STT: items hold at least one
-# 1920-sample frame (two browser pages), so ~2.5 s. The reader waits when it is full, which pushes
-# back on the client's socket.
-STT_QUEUE = 32
-# After this long without client audio, one silent frame keeps the STT stream open.
-STT_KEEPALIVE_S = 10.0
-# The sender pushes the keep-alive deadline back at most this often: each move of a cancel
-# scope's deadline is an entry in trio's deadline heap, and audio comes 12.5 times a second.
-STT_KEEPALIVE_RESOLUTION_S = 1.0
 # Model auto-detection is one request, cached for the process; a session start does not wait
 # longer than this for it (the prompt then names the model generically).
 MODEL_NAME_WAIT_S = 1.0
@@ -123,13 +114,7 @@ class Session:
         self._turn_scopes: dict[int, trio.CancelScope] = {}
         # Turns spawned and not yet ended (counted from the spawn, before the task runs).
         self._running_turns = RunningCount()
-        self._stt_send, self._stt_receive = trio.open_memory_channel[np.ndarray](STT_QUEUE)
-        # Microphone audio held back until it completes a frame of the STT stream (audio_in),
-        # and where the stream is within its current frame: the samples handed over so far,
-        # modulo 1920 (flushes and keep-alives add whole frames and do not move it).
-        self._stt_held: list[np.ndarray] = []
-        self._stt_held_samples = 0
-        self._stt_frame_offset = 0
+        self._stt_feed = SttFeed()
         self._pending_flush_frames = 0
         self._drain_told = False  # DrainStarted was given to the machine
         # The idle watch (session/idle.py), and whether it is closing the session.
@@ -204,7 +189,7 @@ class Session:
         try:
             async with self.links.open_stt() as stt:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._stt_sender, stt)
+                    nursery.start_soon(self._stt_feed.send_to, stt)
                     nursery.start_soon(self._stt_receiver, stt)
         except* ServiceError as group:
             self._service_failed(first_leaf(group), turn_id=None)
@@ -355,23 +340,6 @@ class Session:
 
     # ------------------------------------------------------------------ STT
 
-    async def _stt_sender(self, stt: SpeechToText) -> None:
-        # The queue is not closed when this task ends (the STT failed): the reader keeps
-        # sending into it until the session closes, instead of hitting a closed channel.
-        while True:
-            # One cancel scope for as long as audio flows, its deadline pushed back after each
-            # frame (a scope per frame cost ~4 % of the server's CPU under load).
-            with trio.move_on_after(STT_KEEPALIVE_S) as keepalive:
-                while True:
-                    pcm = await hops.receive(self._stt_receive)
-                    await stt.send_audio(pcm)
-                    now = trio.current_time()
-                    if keepalive.deadline - now < STT_KEEPALIVE_S - STT_KEEPALIVE_RESOLUTION_S:
-                        keepalive.deadline = now + STT_KEEPALIVE_S
-            # The client sends no audio (OpenAI clients may talk by text alone), and
-            # moshi-server closes a stream that receives nothing for 20 s: one silent frame.
-            await stt.send_audio(np.zeros(moshi.SAMPLES_PER_FRAME, dtype=np.float32))
-
     async def _stt_receiver(self, stt: SpeechToText) -> None:
         while True:
             message = await stt.receive()
@@ -384,13 +352,8 @@ class Session:
 
     async def audio_in(self, pcm: np.ndarray) -> None:
         # The audio goes to the STT before the machine hears of it, so a flush it triggers
-        # follows it. It is handed to the sender once it completes a 1920-sample frame of the
-        # STT stream (the STT client sends nothing shorter, so nothing goes out later than it
-        # would page by page), and the sender then wakes once per frame instead of per page.
-        self._stt_held.append(pcm)
-        self._stt_held_samples += len(pcm)
-        if self._stt_frame_offset + self._stt_held_samples >= moshi.SAMPLES_PER_FRAME:
-            await hops.send(self._stt_send, self._take_held_audio())
+        # follows it (session/stt_feed.py).
+        await self._stt_feed.audio(pcm)
         self._in_audio_in = True
         try:
             self.dispatch(AudioReceived(len(pcm)))
@@ -398,22 +361,10 @@ class Session:
             self._in_audio_in = False
         await self._send_pending_flush()
 
-    def _take_held_audio(self, *then: np.ndarray) -> np.ndarray:
-        """The held microphone audio, followed by ``then``, as one array; nothing stays held."""
-        parts = [*self._stt_held, *then]
-        self._stt_frame_offset = (
-            self._stt_frame_offset + sum(len(part) for part in parts)
-        ) % moshi.SAMPLES_PER_FRAME
-        self._stt_held.clear()
-        self._stt_held_samples = 0
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
     async def _send_pending_flush(self) -> None:
         if self._pending_flush_frames:
             frames, self._pending_flush_frames = self._pending_flush_frames, 0
-            silence = np.zeros(frames * moshi.SAMPLES_PER_FRAME, dtype=np.float32)
-            # The audio held back goes first: the silence follows everything the user said.
-            await self._stt_send.send(self._take_held_audio(silence))
+            await self._stt_feed.silence(frames)
 
     async def system_prompt(self, instructions: Instructions | None) -> str:
         news = None
