@@ -48,9 +48,9 @@
    runnable task's turn: under load, a simulator writing a flush's eight Steps waited ~90 ms
    per Step. WebSocket bytes are now written under the same lock, taken without a round when
    free, by ``services.socket_send.write_now``, and only what the kernel did not take goes
-   through trio's (shielded) ``send_all``. HTTP
-   keeps hypercorn's own path: taking the free lock without its round there made a client's
-   end of stream after a keep-alive request sometimes leave the connection open.
+   through trio's (shielded) ``send_all``. HTTP keeps hypercorn's own path: taking the free lock
+   without its round there made a client's end of stream after a keep-alive request sometimes
+   leave the connection open.
 
 ``apply()`` is idempotent (each patch carries a mark). ``testing.server.serve_app`` applies the
 fixes too, so the simulators and local engines run on the same hypercorn as the server.
