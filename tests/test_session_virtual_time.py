@@ -23,6 +23,7 @@ from unmute_trio.session.front import ClientFront
 from unmute_trio.session.openai_front import OpenAIFront
 from unmute_trio.session.pacer import AUDIO_LEAD_S
 from unmute_trio.session.runner import Session
+from unmute_trio.session.stt_feed import STT_KEEPALIVE_S
 from unmute_trio.session.unmute_front import UnmuteFront
 from unmute_trio.settings import Settings
 from unmute_trio.testing.in_memory import InMemoryLinks, ScriptedLlm
@@ -333,4 +334,24 @@ async def test_audio_held_for_a_whole_stt_frame_precedes_the_flush(
         before = asr.samples_received
         await speak(socket, speech_like(CHUNK_S))
         assert asr.samples_received == before + 1920
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_keep_alive_frame_follows_the_audio_held_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A client that stops sending in the middle of a frame: after STT_KEEPALIVE_S the silent
+    frame that keeps the STT stream open goes out after the held page, not before it."""
+    session, socket, links = make_session(ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(session.run)
+        await configure(socket)
+        await speak(socket, speech_like(CHUNK_S))  # one page: half a frame, held
+        await trio.sleep(STT_KEEPALIVE_S + 2)
+        stt, asr = links.stt_streams[0], links.stt[0].asr
+        # The page and the 1920 zeros entered the stream in that order: one frame went out,
+        # and the STT client keeps the last 960 zeros.
+        assert asr.samples_received == 1920
+        assert stt.buffered_samples == 960
+        assert not stt._pending[:960].any()
         nursery.cancel_scope.cancel()

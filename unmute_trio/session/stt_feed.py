@@ -76,4 +76,6 @@ class SttFeed:
                     now = trio.current_time()
                     if keepalive.deadline - now < STT_KEEPALIVE_S - STT_KEEPALIVE_RESOLUTION_S:
                         keepalive.deadline = now + STT_KEEPALIVE_S
-            await stt.send_audio(np.zeros(SAMPLES_PER_FRAME, dtype=np.float32))
+            # The queue is empty (the wait timed out): audio still held goes out before the
+            # silent frame, in stream order, instead of being glued to the next utterance.
+            await stt.send_audio(self._take_held((np.zeros(SAMPLES_PER_FRAME, dtype=np.float32),)))
