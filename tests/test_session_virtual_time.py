@@ -113,6 +113,17 @@ async def configure(socket: MemorySocket) -> None:
     await socket.wait_for("session.updated")
 
 
+def assert_paced(audio: list[float], unit_s: float, units_per_word: int, word_gap_s: float) -> None:
+    """Each audio delta (``unit_s`` of audio) left at the later of two moments: when the TTS
+    made it (``units_per_word`` at once, a word every ``word_gap_s``) and when playback was
+    within AUDIO_LEAD_S of it (the pacer)."""
+    expected = [
+        audio[0] + max((k // units_per_word) * word_gap_s, k * unit_s - AUDIO_LEAD_S)
+        for k in range(len(audio))
+    ]
+    assert all(abs(a - b) < 1e-9 for a, b in zip(audio, expected, strict=True)), audio
+
+
 async def test_a_spoken_turn_has_exact_times(autojump_clock: trio.testing.MockClock) -> None:
     llm = ScriptedLlm(ttft_s=TTFT_S, words_per_s=20.0)
     session, socket, links = make_session(llm)
@@ -144,11 +155,7 @@ async def test_a_spoken_turn_has_exact_times(autojump_clock: trio.testing.MockCl
     # (the LLM writes a word every 0.05 s, the tone TTS makes 3 frames per word at once) and
     # when playback is within AUDIO_LEAD_S of it (the pacer).
     frame_s, word_gap_s, frames_per_word = 0.08, 1 / 20.0, 3
-    expected = [
-        audio[0] + max((k // frames_per_word) * word_gap_s, k * frame_s - AUDIO_LEAD_S)
-        for k in range(len(audio))
-    ]
-    assert all(abs(a - b) < 1e-9 for a, b in zip(audio, expected, strict=True)), audio
+    assert_paced(audio, frame_s, frames_per_word, word_gap_s)
     assert len(audio) == frames_per_word * len(links.tts[0].words)
     # The response is done when playback reaches its last word (the transcript is then
     # complete), not when its audio was sent: the last word starts 12 words × 0.24 s in.
@@ -293,11 +300,7 @@ async def test_opus_from_the_tts_is_paced_by_the_packets_durations(
     # Each 40 ms page leaves at the later of: when the TTS made it (a word every 0.05 s, six
     # pages per word at once) and when playback is within AUDIO_LEAD_S of it.
     page_s, word_gap_s, pages_per_word = 0.04, 1 / 20.0, 6
-    expected = [
-        audio[0] + max((k // pages_per_word) * word_gap_s, k * page_s - AUDIO_LEAD_S)
-        for k in range(len(audio))
-    ]
-    assert all(abs(a - b) < 1e-9 for a, b in zip(audio, expected, strict=True)), audio
+    assert_paced(audio, page_s, pages_per_word, word_gap_s)
     assert len(audio) == pages_per_word * len(links.tts[0].words)
 
 

@@ -43,7 +43,8 @@ async def other_task_turns(action: Callable[[], Awaitable[object]]) -> int:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(always_ready)
-        await trio.sleep(0.01)
+        for _ in range(3):  # let it start
+            await trio.lowlevel.checkpoint()
         before = turns
         await action()
         after = turns
@@ -86,13 +87,13 @@ async def test_what_the_kernel_does_not_take_waits_like_send_all() -> None:
         payload = bytes(range(256)) * 8192  # 2 MiB: far more than the buffers hold
         received = bytearray()
 
-        async def read_slowly() -> None:
+        async def read_once_the_sender_waits() -> None:
+            await trio.testing.wait_all_tasks_blocked()  # the kernel's buffers are full
             while len(received) < len(payload):
-                await trio.sleep(0.001)
                 received.extend(await server.receive_some(65536))
 
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(read_slowly)
+            nursery.start_soon(read_once_the_sender_waits)
             with trio.testing.assert_checkpoints():
                 await send_all(client, payload)
         assert bytes(received) == payload

@@ -156,10 +156,7 @@ class MoshiSocket(Generic[M]):
         await self._send_bytes(client_frame(BINARY, data))
 
     async def _send_bytes(self, data: bytes) -> None:
-        if self._send_lock.locked():  # only a pong meets a send in progress
-            await self._send_lock.acquire()
-        else:
-            self._send_lock.acquire_nowait()
+        await socket_send.take_lock(self._send_lock)  # only a pong meets a send in progress
         try:
             await socket_send.send_all(self._stream, data)  # under the send lock
         except (trio.BrokenResourceError, trio.ClosedResourceError) as e:

@@ -144,10 +144,7 @@ async def _send_websocket_bytes(server: Any, data: bytes) -> None:
     """What hypercorn's ``TCPServer.protocol_send`` does with ``RawData`` (under the connection's
     send lock, shielded, a broken connection reported as ``Closed``), without its rounds."""
     lock: trio.Lock = server.send_lock
-    if lock.locked():
-        await lock.acquire()
-    else:
-        lock.acquire_nowait()
+    await socket_send.take_lock(lock)
     try:
         # hypercorn shields this send from cancellation: a write that does not wait needs no
         # scope for that (entering one costs about as much as the write).
