@@ -63,7 +63,7 @@ from unmute_trio.errors import (
 )
 from unmute_trio.protocol.errors import WireFormatError
 from unmute_trio.protocol.moshi import Error, Ready
-from unmute_trio.services import socket_send
+from unmute_trio.services import socket_receive, socket_send
 from unmute_trio.services.ws_connect import open_stream, upgrade
 from unmute_trio.services.ws_frames import (
     ABNORMAL_CLOSURE,
@@ -219,7 +219,7 @@ class MoshiSocket(Generic[M]):
 
     async def _read(self) -> None:
         try:
-            data = await self._stream.receive_some(RECEIVE_BYTES)
+            data = await socket_receive.receive_some(self._stream, RECEIVE_BYTES)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:
