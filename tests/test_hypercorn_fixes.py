@@ -13,9 +13,13 @@ import pytest
 import trio
 import trio.testing
 from hypercorn.config import Config
+from hypercorn.events import RawData
+from hypercorn.protocol import h11 as h11_protocol
 from hypercorn.trio import task_group, tcp_server
+from trio_websocket import open_websocket_url
 
 from tests.trio_steps import yields_of
+from unmute_trio.services import socket_receive
 from unmute_trio.settings import Settings
 from unmute_trio.testing.protocol_only import protocol_only_session
 from unmute_trio.testing.server import serve_app
@@ -66,6 +70,14 @@ async def test_requests_are_answered_and_the_clients_eof_ends_the_connection(
         await original(server)
 
     monkeypatch.setattr(hypercorn_fixes, "_hypercorn_read_data", spy)
+    our_reads = []
+    receive_some = socket_receive.receive_some
+
+    async def read_spy(stream: Any, max_bytes: int) -> bytes | bytearray:
+        our_reads.append(max_bytes)
+        return await receive_some(stream, max_bytes)
+
+    monkeypatch.setattr(socket_receive, "receive_some", read_spy)
     app = create_app(all_down_settings, session_runner=protocol_only_session)
     port = await nursery.start(
         functools.partial(serve_app, app, keep_alive_timeout=60, read_timeout=read_timeout)
@@ -81,6 +93,8 @@ async def test_requests_are_answered_and_the_clients_eof_ends_the_connection(
             assert await read_until_closed(stream) == b""
     # hypercorn's own loop (and its timer) runs only when a read timeout is configured.
     assert len(hypercorn_loops) == (0 if read_timeout is None else 1)
+    # The patched loop reads once the socket is readable (services/socket_receive.py).
+    assert bool(our_reads) == (read_timeout is None)
 
 
 # --------------------------------------------------------------------------- fix 4
@@ -123,3 +137,46 @@ async def test_messages_reach_the_app_in_order_and_a_full_queue_still_waits() ->
         release.set()
         await third_put.wait()
     assert received == [{"n": 1}, {"n": 2}, {"n": 3}]
+
+
+# --------------------------------------------------------------------------- fix 7
+
+
+async def test_websocket_bytes_go_straight_to_the_stream(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the upgrade, the read loop hands each read to the WebSocket stream itself: the
+    HTTP/1.1 protocol sees the handshake's bytes and the end of the stream, not the messages,
+    and the messages (and the close) arrive in order as before."""
+    raw_reads: list[int] = []
+    handle = h11_protocol.H11Protocol.handle
+
+    async def spy(self: Any, event: Any) -> None:
+        if isinstance(event, RawData):
+            raw_reads.append(len(event.data))
+        await handle(self, event)
+
+    monkeypatch.setattr(h11_protocol.H11Protocol, "handle", spy)
+    received: list[str] = []
+    disconnected = trio.Event()
+
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "websocket"
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            received.append(message["text"])
+            await send({"type": "websocket.send", "text": message["text"].upper()})
+        disconnected.set()
+
+    port = await nursery.start(serve_app, echo)
+    with trio.fail_after(PROMPT_S):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/") as ws:
+            for i in range(20):
+                await ws.send_message(f"message {i}")
+                assert await ws.get_message() == f"MESSAGE {i}"
+        await disconnected.wait()
+    assert received == [f"message {i}" for i in range(20)]
+    # The handshake request, then only the end of the stream (b"") if the client closed first.
+    assert len(raw_reads) <= 2
+    assert raw_reads[0] > 0 and all(n == 0 for n in raw_reads[1:])

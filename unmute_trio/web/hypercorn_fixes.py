@@ -25,7 +25,9 @@
    is configured (ours is unset on purpose, hypercorn.toml). A browser session sends 25 messages
    a second, and py-spy put those two wrappers at 2.3 % of the server's CPU at 40 sessions. With
    ``read_timeout`` unset the patched loop reads without them; with it set, hypercorn's own loop
-   runs unchanged.
+   runs unchanged. The patched loop also reads each socket only once it is readable
+   (``services/socket_receive.py``): a browser's socket is idle when read, and trio's first
+   ``recv`` on it failed every time.
 
 4. Also a cost: every message a WebSocket client sends reaches the app through a memory channel
    that hypercorn fills with ``await send()``, which passes through trio's scheduler even when
@@ -52,6 +54,13 @@
    without its round there made a client's end of stream after a keep-alive request sometimes
    leave the connection open.
 
+7. Also a cost, on the way in: each read of an upgraded WebSocket connection went through
+   hypercorn's protocol wrapper and its HTTP/1.1 protocol, which copy the bytes into a buffer,
+   wrap them in an event and hand them to the WebSocket stream, then look again and find
+   nothing (two events, two buffer copies and a chain of type checks per browser message). The
+   patched read loop (fix 3) hands the bytes to the WebSocket stream itself, as that protocol
+   would; the end of the stream, and everything before the upgrade, still go its way.
+
 ``apply()`` is idempotent (each patch carries a mark). ``testing.server.serve_app`` applies the
 fixes too, so the simulators and local engines run on the same hypercorn as the server.
 """
@@ -71,7 +80,7 @@ from hypercorn.trio import task_group, tcp_server
 from wsproto.events import CloseConnection
 from wsproto.frame_protocol import CloseReason
 
-from unmute_trio.services import socket_send
+from unmute_trio.services import socket_receive, socket_send
 from unmute_trio.web.ws_connection import ServerConnection
 
 _APPLIED_MARK = "_unmute_trio_fixed"
@@ -181,19 +190,38 @@ def _read_without_an_unbounded_timer() -> None:
             # Through the module's name, not the closure's: the tests put a spy there.
             await _hypercorn_read_data(self)
             return
-        # The same loop as hypercorn's, minus the infinite deadline: the same errors end it,
-        # and the protocol is told about the end of the stream the same way.
+        # The same loop as hypercorn's, minus the infinite deadline (and with fix 7): the same
+        # errors end it, and the protocol is told about the end of the stream the same way.
         while True:
             try:
-                data = await self.stream.receive_some(tcp_server.MAX_RECV)
+                data = await socket_receive.receive_some(self.stream, tcp_server.MAX_RECV)
             except (trio.ClosedResourceError, trio.BrokenResourceError):
                 break
+            websocket = _upgraded_websocket(self.protocol) if data else None
+            if websocket is not None:
+                # Fix 7: what H11Protocol would do with these bytes, without its layers.
+                await websocket.handle(Data(stream_id=h11_protocol.STREAM_ID, data=bytes(data)))
+                continue
             await self.protocol.handle(RawData(bytes(data)))
             if not data:
                 break
         await self.protocol.handle(Closed())
 
     _patch(tcp_server.TCPServer, "_read_data", lambda original: read_data)
+
+
+def _upgraded_websocket(wrapper: Any) -> ws_stream.WSStream | None:
+    """The WebSocket stream of an upgraded HTTP/1.1 connection, when H11Protocol would pass
+    bytes straight to it: its connection is then the pass-through H11WSConnection, whose buffer
+    is empty between reads (each read is handed on whole)."""
+    protocol = wrapper.protocol
+    if type(protocol) is not h11_protocol.H11Protocol:
+        return None
+    connection = protocol.connection
+    if type(connection) is not h11_protocol.H11WSConnection or connection.buffer:
+        return None
+    stream = protocol.stream
+    return stream if type(stream) is ws_stream.WSStream else None
 
 
 def _hand_over_messages_without_a_scheduling_round() -> None:
