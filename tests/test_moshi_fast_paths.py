@@ -87,3 +87,23 @@ def test_other_tts_messages_are_unchanged() -> None:
     text = moshi.encode(moshi.TextOut(text="hi", start_s=0.5, stop_s=0.75))
     assert moshi.decode_tts_server(text) == moshi.TextOut(text="hi", start_s=0.5, stop_s=0.75)
     assert moshi.decode_tts_server(moshi.encode(moshi.Ready())) == moshi.Ready()
+
+
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 1920, 3840, 65535, 65536])
+def test_audio_to_the_stt_is_encoded_as_the_general_path_encodes_it(n: int) -> None:
+    rng = np.random.default_rng(n)
+    pcm = rng.uniform(-1, 1, n).astype(np.float32)
+    if n >= 4:
+        pcm[:4] = [np.nan, -0.0, np.inf, np.finfo(np.float32).tiny]
+    expected = moshi.encode(moshi.Audio(pcm=pcm))
+    assert bytes(moshi.encode_audio(pcm)) == expected
+    # Other dtypes and strided views are converted as the model converts them.
+    assert bytes(moshi.encode_audio(pcm.astype(np.float64))) == expected
+    doubled = np.repeat(pcm, 2)
+    assert bytes(moshi.encode_audio(doubled[::2])) == expected
+    assert moshi.decode_stt_client(bytes(moshi.encode_audio(pcm))).pcm.tobytes() == pcm.tobytes()
+
+
+def test_audio_to_the_stt_must_be_mono() -> None:
+    with pytest.raises(ValueError, match="1-D"):
+        moshi.encode_audio(np.zeros((2, 1920), dtype=np.float32))

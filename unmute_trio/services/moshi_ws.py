@@ -115,7 +115,7 @@ class MoshiTransport(Protocol[M_co]):
 
     service: str
 
-    async def send(self, data: bytes) -> None: ...
+    async def send(self, data: bytes | bytearray) -> None: ...
 
     async def receive(self) -> M_co | None: ...
 
@@ -150,12 +150,12 @@ class MoshiSocket(Generic[M]):
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes | bytearray) -> None:
         if self.closed is not None or self._sent_close:
             raise ServiceDisconnected(self.service, f"connection closed ({self._closed_text()})")
         await self._send_bytes(client_frame(BINARY, data))
 
-    async def _send_bytes(self, data: bytes) -> None:
+    async def _send_bytes(self, data: bytes | bytearray) -> None:
         await socket_send.take_lock(self._send_lock)  # only a pong meets a send in progress
         try:
             await socket_send.send_all(self._stream, data)  # under the send lock

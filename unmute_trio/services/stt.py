@@ -47,7 +47,6 @@ from unmute_trio.errors import ServiceDisconnected, ServiceProtocolError
 from unmute_trio.protocol.moshi import (
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
-    Audio,
     EndWord,
     Error,
     Marker,
@@ -56,6 +55,7 @@ from unmute_trio.protocol.moshi import (
     Word,
     decode_stt_server,
     encode,
+    encode_audio,
 )
 from unmute_trio.services.moshi_ws import MoshiTransport, endpoint_url, open_moshi_socket
 
@@ -150,7 +150,7 @@ class SpeechToText:
             raise ServiceProtocolError(SERVICE, f"bad Step: {e}") from None
 
     async def _send_frames(self, pcm: np.ndarray, frames: int) -> None:
-        data = encode(Audio(pcm=pcm))  # copies the samples: the buffers may be reused now
+        data = encode_audio(pcm)  # copies the samples: the buffers may be reused now
         if self._first_audio_at is None:
             self._first_audio_at = trio.current_time()
         self.sent_samples += len(pcm)
