@@ -63,7 +63,6 @@ def test_a_client_frame_is_laid_out_as_rfc_6455_says() -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_a_client_frame_is_its_head_the_key_and_the_masked_payload(size: int) -> None:
-    # Large payloads are masked in place, four bytes at a time, with the tail byte by byte.
     payload, key = os.urandom(size), os.urandom(4)
     expected = ws_frames._head(BINARY, size, 0x80) + key + ws_frames.mask(payload, key)
     assert bytes(ws_frames.client_frame(BINARY, payload, key)) == expected

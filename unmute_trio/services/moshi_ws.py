@@ -155,7 +155,7 @@ class MoshiSocket(Generic[M]):
             raise ServiceDisconnected(self.service, f"connection closed ({self._closed_text()})")
         await self._send_bytes(client_frame(BINARY, data))
 
-    async def _send_bytes(self, data: bytes | bytearray) -> None:
+    async def _send_bytes(self, data: bytes) -> None:
         await socket_send.take_lock(self._send_lock)  # only a pong meets a send in progress
         try:
             await socket_send.send_all(self._stream, data)  # under the send lock
