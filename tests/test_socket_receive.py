@@ -79,8 +79,11 @@ async def test_a_checkpoint_even_when_bytes_are_waiting() -> None:
 
 async def test_cancelled_while_waiting_loses_nothing() -> None:
     client, server = await tcp_pair()
-    with trio.move_on_after(0.05) as scope:
-        await receive_some(server, 100)
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(receive_some, server, 100)
+            await trio.testing.wait_all_tasks_blocked()  # the read waits on the idle socket
+            scope.cancel()
     assert scope.cancelled_caught
     await client.send_all(b"later")
     assert await receive_some(server, 100) == b"later"

@@ -115,7 +115,7 @@ class MoshiTransport(Protocol[M_co]):
 
     service: str
 
-    async def send(self, data: bytes | bytearray) -> None: ...
+    async def send(self, data: bytes) -> None: ...
 
     async def receive(self) -> M_co | None: ...
 
@@ -150,7 +150,7 @@ class MoshiSocket(Generic[M]):
 
     # ------------------------------------------------------------------ sending
 
-    async def send(self, data: bytes | bytearray) -> None:
+    async def send(self, data: bytes) -> None:
         if self.closed is not None or self._sent_close:
             raise ServiceDisconnected(self.service, f"connection closed ({self._closed_text()})")
         await self._send_bytes(client_frame(BINARY, data))

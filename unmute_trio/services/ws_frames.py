@@ -64,7 +64,7 @@ class FrameError(Exception):
         self.code = code
 
 
-def mask(payload: bytes | bytearray | memoryview, key: bytes) -> bytes:
+def mask(payload: bytes | memoryview, key: bytes) -> bytes:
     """``payload`` XOR the 4-byte ``key`` repeated (masking and unmasking are the same)."""
     n = len(payload)
     if n < _NUMPY_MASK_BYTES:
@@ -76,7 +76,7 @@ def mask(payload: bytes | bytearray | memoryview, key: bytes) -> bytes:
     return np.bitwise_xor(np.frombuffer(payload, np.uint8), key_array).tobytes()
 
 
-def client_frame(opcode: int, payload: bytes | bytearray, key: bytes | None = None) -> bytes:
+def client_frame(opcode: int, payload: bytes, key: bytes | None = None) -> bytes:
     """One final (unfragmented) masked frame. ``key`` is for tests; normally random (§5.3)."""
     if key is None:
         key = os.urandom(4)

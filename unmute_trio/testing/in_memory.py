@@ -84,7 +84,7 @@ class AsrTransport(_Transport):
         super().__init__("stt", decode_stt_server)
         self.asr = asr
 
-    async def send(self, data: bytes | bytearray) -> None:
+    async def send(self, data: bytes) -> None:
         message = decode_stt_client(data)
         if isinstance(message, Audio):
             self.asr.push_pcm(message.pcm)
@@ -110,7 +110,7 @@ class ToneTtsTransport(_Transport):
         self._frames_per_word = max(1, round(word_s * SAMPLE_RATE / SAMPLES_PER_FRAME))
         self._seconds = 0.0
 
-    async def send(self, data: bytes | bytearray) -> None:
+    async def send(self, data: bytes) -> None:
         message = decode_tts_client(data)
         if isinstance(message, TextIn):
             for word in message.text.split():
