@@ -498,7 +498,7 @@ def summary_lines(result: dict[str, object]) -> list[str]:
         f"Opus, one 80 ms frame (1920 samples): encode {codec['encode_us']:.0f} µs, decode "
         f"{codec['decode_us']:.0f} µs -> codec floor {floor_ms:.1f} ms CPU per session-second "
         f"({floor_ms / 1000:.4f} s/s) while the bot speaks",
-        f"largest stage holding real time: {max(held) if held else 'none'} sessions"
+        f"largest stage holding real time: {f'{max(held)} sessions' if held else 'none'}"
         f" (stages that did not: {', '.join(map(str, missed)) or 'none'})",
     ]
     if workers > 1:

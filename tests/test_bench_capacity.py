@@ -295,3 +295,20 @@ def test_turn_starts_splits_each_reply(tmp_path: Path) -> None:
     assert turn_starts.cpu_during(cpu, 1001.0) == pytest.approx(50.0)
     buckets = turn_starts.cpu_buckets(rows, cpu, "server")
     assert {label: len(group) for label, group in buckets.items()} == {"server 40-60 %": 2}
+
+
+def test_the_summary_names_the_largest_stage_that_held() -> None:
+    capacity = load_capacity_script()
+    result = _result(1, pinned=True)
+    result["stages"] = [
+        {"sessions": 10, "holds_real_time": True},
+        {"sessions": 20, "holds_real_time": True},
+        {"sessions": 30, "holds_real_time": False},
+    ]
+    assert capacity.summary_lines(result)[-1] == (
+        "largest stage holding real time: 20 sessions (stages that did not: 30)"
+    )
+    result["stages"] = [{"sessions": 50, "holds_real_time": False}]
+    assert capacity.summary_lines(result)[-1] == (
+        "largest stage holding real time: none (stages that did not: 50)"
+    )
