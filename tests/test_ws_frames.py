@@ -62,14 +62,6 @@ def test_a_client_frame_is_laid_out_as_rfc_6455_says() -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
-def test_a_client_frame_is_its_head_the_key_and_the_masked_payload(size: int) -> None:
-    payload, key = os.urandom(size), os.urandom(4)
-    expected = ws_frames._head(BINARY, size, 0x80) + key + ws_frames.mask(payload, key)
-    assert bytes(ws_frames.client_frame(BINARY, payload, key)) == expected
-    assert bytes(ws_frames.client_frame(BINARY, bytearray(payload), key)) == expected
-
-
-@pytest.mark.parametrize("size", SIZES)
 def test_masking_is_the_xor_with_the_key_repeated(size: int) -> None:
     payload, key = os.urandom(size), os.urandom(4)
     expected = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
